@@ -1,0 +1,80 @@
+"""Find a model folder: a local path, or a Hub id in the local Hugging Face cache.
+
+Shared by siglip_min.py, tokenizer.py and preprocess.py, so it imports neither torch nor anything
+outside the standard library. The cache layout is huggingface_hub's:
+
+    $HF_HUB_CACHE (else $HF_HOME/hub, else ~/.cache/huggingface/hub)
+        models--ORG--NAME/refs/main              text file holding a revision hash
+        models--ORG--NAME/snapshots/<rev>/...    the files of that revision
+
+Only when the id is in neither place, and huggingface_hub is installed, is it downloaded.
+"""
+import os
+from pathlib import Path
+
+
+def hub_cache_dir():
+    """The folder huggingface_hub caches models in, following its environment variables."""
+    if os.environ.get("HF_HUB_CACHE"):
+        return Path(os.environ["HF_HUB_CACHE"]).expanduser()
+    if os.environ.get("HF_HOME"):
+        return Path(os.environ["HF_HOME"]).expanduser() / "hub"
+    return Path("~/.cache/huggingface/hub").expanduser()
+
+
+def cached_snapshot(repo_id, cache_dir=None):
+    """The snapshot folder of `repo_id` in the cache (refs/main's revision first), or None."""
+    repo_dir = Path(cache_dir or hub_cache_dir()) / ("models--" + repo_id.replace("/", "--"))
+    snapshots = repo_dir / "snapshots"
+    if not snapshots.is_dir():
+        return None
+    ref = repo_dir / "refs" / "main"
+    if ref.is_file():
+        main = snapshots / ref.read_text().strip()
+        if main.is_dir():
+            return main
+    revisions = sorted((p for p in snapshots.iterdir() if p.is_dir()), key=lambda p: p.stat().st_mtime)
+    return revisions[-1] if revisions else None
+
+
+def looks_like_repo_id(name):
+    """'org/name' or 'name' with no path separators beyond the one slash, and not an existing path."""
+    parts = str(name).split("/")
+    return 1 <= len(parts) <= 2 and all(parts) and not str(name).startswith((".", "~"))
+
+
+def resolve_model_dir(path_or_repo_id):
+    """A local folder for `path_or_repo_id`; raises FileNotFoundError saying where it looked."""
+    path = Path(path_or_repo_id).expanduser()
+    if path.is_dir():
+        return path
+    if path.exists():
+        raise NotADirectoryError(f"{path_or_repo_id}: expected a model folder, found a file")
+    if not looks_like_repo_id(path_or_repo_id):
+        raise FileNotFoundError(f"model folder not found: {path_or_repo_id}")
+    snapshot = cached_snapshot(str(path_or_repo_id))
+    if snapshot is not None:
+        return snapshot
+    downloaded = try_download(str(path_or_repo_id))
+    if downloaded is not None:
+        return downloaded
+    raise FileNotFoundError(
+        f"{path_or_repo_id}: no such folder, and not in the Hugging Face cache "
+        f"({hub_cache_dir() / ('models--' + str(path_or_repo_id).replace('/', '--'))}). "
+        f"Get the weights with `huggingface-cli download {path_or_repo_id}` on a machine with network "
+        f"access (or copy the folder here and pass its path)."
+    )
+
+
+def try_download(repo_id):
+    """Download through huggingface_hub when it is installed and allowed online; None otherwise."""
+    if os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false", "False"):
+        return None
+    try:
+        from huggingface_hub import snapshot_download
+    except ImportError:
+        return None
+    try:
+        return Path(snapshot_download(repo_id, allow_patterns=["*.json", "*.safetensors", "*.model"]))
+    except Exception:  # no network, unknown repo, gated repo: all end in the same "how to get it" error
+        return None
