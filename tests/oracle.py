@@ -1,0 +1,48 @@
+"""The oracle: random transformers SigLIP checkpoints, saved with save_pretrained, that tests load with both.
+
+No weights can be downloaded here, so every test builds its own model from a config and random weights.
+transformers initialises logit_scale and logit_bias to 0; we give them non-zero values so that the
+scale and bias paths are exercised.
+"""
+import os
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+
+import torch  # noqa: E402
+import transformers  # noqa: E402
+
+transformers.logging.set_verbosity_error()
+transformers.utils.logging.disable_progress_bar()
+
+SMALL_TEXT = dict(vocab_size=99, hidden_size=32, intermediate_size=40, num_hidden_layers=2, num_attention_heads=4,
+                  max_position_embeddings=16)
+SMALL_VISION = dict(hidden_size=48, intermediate_size=56, num_hidden_layers=2, num_attention_heads=4, image_size=32,
+                    patch_size=8)
+
+
+def hf_config(text=None, vision=None):
+    """A transformers SiglipConfig; projection_size defaults to the vision width so the towers can meet."""
+    text, vision = {**SMALL_TEXT, **(text or {})}, {**SMALL_VISION, **(vision or {})}
+    text.setdefault("projection_size", vision["hidden_size"])
+    return transformers.SiglipConfig(text_config=text, vision_config=vision)
+
+
+def save_random_siglip(folder, config, seed=0, logit_scale=2.3, logit_bias=-4.7):
+    """Build a random transformers.SiglipModel, save it with save_pretrained, return the folder."""
+    torch.manual_seed(seed)
+    model = transformers.SiglipModel(config)
+    with torch.no_grad():
+        model.logit_scale.fill_(logit_scale)
+        model.logit_bias.fill_(logit_bias)
+    model.save_pretrained(folder)
+    return folder
+
+
+def load_hf(folder, attn_implementation="eager", model_class=None):
+    model_class = model_class or transformers.SiglipModel
+    return model_class.from_pretrained(folder, attn_implementation=attn_implementation).eval()
+
+
+def max_abs(a, b):
+    return (a.double() - b.double()).abs().max().item()
