@@ -363,14 +363,48 @@ def sigmoid_loss(image_embeds, text_embeds, logit_scale, logit_bias):
     """-sum log sigmoid(z_ij * logit_ij) / B over all B*B pairs, z = +1 on the diagonal, -1 elsewhere ([1] §3).
 
     Inputs are L2-normalised embeddings of matching pairs (row i of each is pair i); `logit_scale` is the
-    stored log temperature. logsigmoid is stable for any logit. Same value as transformers SiglipModel(return_loss=True).
+    stored log temperature. Same value as transformers SiglipModel(return_loss=True).
     """
-    if image_embeds.shape != text_embeds.shape:
-        raise ValueError(f"the loss needs matching pairs: image_embeds {tuple(image_embeds.shape)} vs "
+    check_pairs(image_embeds, text_embeds)
+    return pairwise_loss_sum(image_embeds, text_embeds, logit_scale, logit_bias, positives=True) / image_embeds.shape[0]
+
+
+def chunked_sigmoid_loss(image_embeds, text_embeds, logit_scale, logit_bias, num_chunks):
+    """sigmoid_loss block by block, as the multi-device scheme of [1] §3.1, never building the B x B matrix.
+
+    Split the batch into `num_chunks` "devices", each holding its own images and texts (sizes may differ by one
+    when num_chunks does not divide B). Step 0: every device scores its own block, which holds its positives.
+    Steps 1..num_chunks-1: the texts move one device along the ring and each device scores a negatives-only block.
+    Peak memory is one (B/num_chunks)^2 block instead of B^2.
+    """
+    check_pairs(image_embeds, text_embeds)
+    if not 1 <= num_chunks <= image_embeds.shape[0]:
+        raise ValueError(f"num_chunks={num_chunks} must lie in [1, batch size {image_embeds.shape[0]}]")
+    images, texts = image_embeds.tensor_split(num_chunks), text_embeds.tensor_split(num_chunks)
+    total = 0.0
+    for step in range(num_chunks):
+        for device, device_images in enumerate(images):
+            visiting_texts = texts[(device + step) % num_chunks]
+            total = total + pairwise_loss_sum(device_images, visiting_texts, logit_scale, logit_bias, positives=step == 0)
+    return total / image_embeds.shape[0]
+
+
+def pairwise_loss_sum(image_embeds, text_embeds, logit_scale, logit_bias, positives):
+    """-sum log sigmoid(z * logits) over one block; z = +1 on its diagonal if it holds the positives, else -1.
+
+    logsigmoid(x) = -softplus(-x) is computed stably by torch for any x, so |logits| of 1e4 stay finite.
+    """
+    logits = text_embeds @ image_embeds.T * logit_scale.exp() + logit_bias  # (B_txt, B_img)
+    z = -torch.ones_like(logits)  # (B_txt, B_img): every pair a negative...
+    if positives:
+        z = z + 2 * torch.eye(*logits.shape, device=logits.device, dtype=logits.dtype)  # ...but the diagonal
+    return -F.logsigmoid(z * logits).sum()  # ()
+
+
+def check_pairs(image_embeds, text_embeds):
+    if image_embeds.shape != text_embeds.shape or image_embeds.dim() != 2:
+        raise ValueError(f"the loss needs matching pairs (B, D): image_embeds {tuple(image_embeds.shape)} vs "
                          f"text_embeds {tuple(text_embeds.shape)}")
-    logits = text_embeds @ image_embeds.T * logit_scale.exp() + logit_bias  # (B, B)
-    z = 2 * torch.eye(logits.shape[0], device=logits.device, dtype=logits.dtype) - 1  # (B, B): +1 diag, -1 off
-    return -F.logsigmoid(z * logits).sum() / logits.shape[0]  # ()
 
 
 class SigLIP(nn.Module):
