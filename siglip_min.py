@@ -14,6 +14,7 @@ Shapes: B batch, N image tokens (patches), L text tokens, D width, H heads, Dh =
 """
 import json
 import math
+import sys
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
@@ -431,9 +432,13 @@ class SigLIP(nn.Module):
                 return_loss=False):
         image_embeds = l2_normalize(self.vision(pixel_values, interpolate_pos_encoding))  # (B_img, D)
         text_embeds = l2_normalize(self.text(input_ids, attention_mask))  # (B_txt, D)
-        logits_per_text = text_embeds @ image_embeds.T * self.logit_scale.exp() + self.logit_bias  # (B_txt, B_img)
+        logits_per_text = self.logits(image_embeds, text_embeds)  # (B_txt, B_img)
         loss = sigmoid_loss(image_embeds, text_embeds, self.logit_scale, self.logit_bias) if return_loss else None
         return SiglipOutput(logits_per_text.T, logits_per_text, image_embeds, text_embeds, loss)
+
+    def logits(self, image_embeds, text_embeds):
+        """Scaled, shifted cosine similarities (B_txt, B_img); sigmoid of one is P(text matches image)."""
+        return text_embeds @ image_embeds.T * self.logit_scale.exp() + self.logit_bias  # (B_txt, B_img)
 
     @classmethod
     def from_pretrained(cls, path_or_repo_id, device="cpu", dtype=torch.float32, attn_implementation="sdpa"):
@@ -603,3 +608,252 @@ def write_checkpoint(model, folder, config, names):
     (folder / "config.json").write_text(json.dumps({**config, "dtype": str(dtype).removeprefix("torch.")}, indent=2))
     tensors = {names[n]: p.detach().contiguous().cpu() for n, p in model.named_parameters()}
     save_file(tensors, folder / "model.safetensors", metadata={"format": "pt"})
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Zero-shot classification and embeddings ([1] §5): the Python API the command line calls.
+
+DEFAULT_TEMPLATE = "This is a photo of {}."  # transformers' zero-shot-image-classification pipeline default
+
+
+def embed_images(model, processor, images):
+    """L2-normalised image embeddings (B, D) in the model's dtype and device; images as `processor` takes them."""
+    return embed_pixels(model, processor(images))  # (B, D)
+
+
+def embed_pixels(model, pixel_values):
+    """L2-normalised image embeddings (B, D) of NumPy pixel_values (B, 3, H, W)."""
+    with torch.no_grad():
+        features = model.get_image_features(torch.from_numpy(pixel_values).to(model.logit_scale.device))  # (B, D)
+    return l2_normalize(features)  # (B, D)
+
+
+def embed_texts(model, tokenizer, texts):
+    """L2-normalised text embeddings (B, D); texts padded to max length, as SigLIP was trained."""
+    input_ids = torch.from_numpy(tokenizer(texts)).to(model.logit_scale.device)  # (B, L)
+    with torch.no_grad():
+        return l2_normalize(model.get_text_features(input_ids))  # (B, D)
+
+
+def batches(items, batch_size):
+    return [items[i: i + batch_size] for i in range(0, len(items), batch_size)]
+
+
+def zero_shot(model, tokenizer, processor, images, labels, template=DEFAULT_TEMPLATE, batch_size=32, softmax=False):
+    """For each image, [(label, score), ...] best first, scored as transformers' zero-shot pipeline does for SigLIP.
+
+    The score is sigmoid(logit): each label is its own yes/no question, so scores do not sum to 1 ([1] §3).
+    softmax=True gives the softmax over the labels instead (the same ranking, CLIP-style numbers).
+    """
+    logits = zero_shot_logits(model, tokenizer, processor, images, labels, template, batch_size)  # (B, C)
+    return rank(labels, logits.softmax(dim=-1) if softmax else logits.sigmoid())
+
+
+def zero_shot_logits(model, tokenizer, processor, images, labels, template=DEFAULT_TEMPLATE, batch_size=32):
+    """logits_per_image (B_img, C) in float32 for the prompts `template.format(label)`."""
+    if not labels:
+        raise ValueError("no labels to classify against")
+    if "{}" not in template:
+        raise ValueError(f"template {template!r} has no '{{}}' for the label")
+    prompts = [template.format(label) for label in labels]
+    text_embeds = torch.cat([embed_texts(model, tokenizer, chunk) for chunk in batches(prompts, batch_size)])  # (C, D)
+    logits = [model.logits(embed_images(model, processor, chunk), text_embeds).T  # (b, C)
+              for chunk in batches(list(images), batch_size)]
+    return torch.cat(logits).float()  # (B, C)
+
+
+def rank(labels, scores):
+    """[(label, score), ...] best first for each row of scores (B, C)."""
+    return [sorted(zip(labels, row.tolist()), key=lambda pair: -pair[1]) for row in scores]
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# The command line: python siglip_min.py classify ... | embed ...
+
+DEFAULT_MODEL = Path(__file__).resolve().parent / "checkpoints" / "siglip-tiny-shapes"
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm")
+EXAMPLES = """
+scores:
+  SigLIP scores each (image, label) pair on its own: sigmoid(logit) is the probability that this
+  label fits this image. Scores do not sum to 1 over the labels (several can fit, or none), unlike
+  CLIP's softmax. --softmax adds the softmax over the given labels, for comparison.
+
+examples:
+  python siglip_min.py classify cat.jpg --labels cat dog "a red star"
+  python siglip_min.py classify photos/*.jpg --labels-file labels.txt --top-k 3 --json
+  python siglip_min.py classify img.png --labels cat dog --model google/siglip-base-patch16-224
+  python siglip_min.py embed photos/ --out embeds.npy          # also writes embeds.txt (the paths)
+  python siglip_min.py embed --texts captions.txt --out text_embeds.npy
+"""
+
+
+class UsageError(Exception):
+    """A mistake on the command line: printed as one line, exit code 2."""
+
+
+def build_parser():
+    import argparse
+
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--model", default=str(DEFAULT_MODEL),
+                        help="a checkpoint folder, or a Hub id in the local Hugging Face cache "
+                             "(default: the shipped checkpoints/siglip-tiny-shapes)")
+    common.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default cpu)")
+    common.add_argument("--dtype", default="float32", choices=DTYPES)
+    common.add_argument("--attn", default="sdpa", choices=ATTN_IMPLEMENTATIONS, help="attention implementation")
+    common.add_argument("--batch-size", type=int, default=32)
+    parser = argparse.ArgumentParser(prog="siglip_min.py", description="SigLIP zero-shot classification and "
+                                     "embeddings.", epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
+    commands = parser.add_subparsers(dest="command", required=True)
+    classify = commands.add_parser("classify", parents=[common], epilog=EXAMPLES,
+                                   formatter_class=argparse.RawDescriptionHelpFormatter,
+                                   help="rank labels for each image by sigmoid probability")
+    classify.add_argument("images", nargs="+", metavar="IMAGE")
+    classify.add_argument("--labels", nargs="+", default=[], metavar="LABEL")
+    classify.add_argument("--labels-file", help="labels, one a line")
+    classify.add_argument("--template", help=f"prompt for each label (default: the checkpoint's own, else "
+                                             f"{DEFAULT_TEMPLATE!r})")
+    classify.add_argument("--top-k", type=int, help="show the best K labels only")
+    classify.add_argument("--json", action="store_true", help="one JSON object a line per image")
+    classify.add_argument("--softmax", action="store_true", help="also show the softmax over the labels")
+    embed = commands.add_parser("embed", parents=[common], epilog=EXAMPLES,
+                                formatter_class=argparse.RawDescriptionHelpFormatter,
+                                help="write L2-normalised embeddings of images (or texts) to a .npy file")
+    embed.add_argument("inputs", nargs="*", metavar="IMAGE_OR_FOLDER")
+    embed.add_argument("--texts", help="embed these captions instead, one a line")
+    embed.add_argument("--out", required=True, help="embeds.npy; the paths (or texts) go to embeds.txt beside it")
+    return parser
+
+
+def load_model(args):
+    """Model, tokenizer and image processor for the command line's --model/--device/--dtype/--attn."""
+    from preprocess import SiglipImageProcessor
+    from tokenizer import SiglipTokenizer
+
+    if args.device.startswith("cuda") and not torch.cuda.is_available():
+        raise UsageError(f"--device {args.device}: no CUDA GPU is available (torch {torch.__version__})")
+    if args.batch_size < 1:
+        raise UsageError(f"--batch-size must be at least 1, got {args.batch_size}")
+    folder = resolve_model_dir(args.model)
+    model = SigLIP.from_pretrained(folder, device=args.device, dtype=DTYPES[args.dtype], attn_implementation=args.attn)
+    if (folder / "preprocessor_config.json").is_file():
+        processor = SiglipImageProcessor.from_pretrained(folder)
+    else:  # SigLIP's defaults at the model's own resolution
+        processor = SiglipImageProcessor(size=model.config.vision_config.image_size)
+    return model, SiglipTokenizer.from_pretrained(folder), processor, folder
+
+
+def read_lines(path, what):
+    try:
+        return [line.strip() for line in Path(path).read_text(encoding="utf-8").splitlines() if line.strip()]
+    except (OSError, UnicodeDecodeError) as e:
+        raise UsageError(f"{what} {path}: cannot read it ({e.__class__.__name__})") from None
+
+
+def checkpoint_template(folder):
+    """The prompt template a checkpoint was trained with, from config.json's "siglip_min" entry, else the default."""
+    return read_config(folder).get("siglip_min", {}).get("template", DEFAULT_TEMPLATE)
+
+
+def run_classify(args):
+    labels = args.labels + (read_lines(args.labels_file, "--labels-file") if args.labels_file else [])
+    if not labels:
+        raise UsageError("no labels: give --labels LABEL ... or --labels-file FILE")
+    for image in args.images:
+        if not Path(image).is_file():
+            raise UsageError(f"{image}: no such image file")
+    model, tokenizer, processor, folder = load_model(args)
+    template = args.template or checkpoint_template(folder)
+    logits = zero_shot_logits(model, tokenizer, processor, args.images, labels, template, args.batch_size)  # (B, C)
+    softmaxed = rank(labels, logits.softmax(dim=-1)) if args.softmax else None
+    for i, (image, scores) in enumerate(zip(args.images, rank(labels, logits.sigmoid()))):
+        scores = scores[: args.top_k] if args.top_k else scores
+        extra = dict(softmaxed[i]) if softmaxed else {}
+        if args.json:
+            rows = [{"label": label, "score": score, **({"softmax": extra[label]} if extra else {})}
+                    for label, score in scores]
+            print(json.dumps({"image": image, "scores": rows}))
+        else:
+            print(image)
+            for label, score in scores:
+                print(f"  {score:.4f}  " + (f"(softmax {extra[label]:.4f})  " if extra else "") + label)
+
+
+def embed_inputs(paths):
+    """Image files from files and folders (folders walked recursively, sorted)."""
+    files = []
+    for path in map(Path, paths):
+        if path.is_dir():
+            files += sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+        else:
+            files.append(path)
+    return [str(f) for f in files]
+
+
+def progress(done, total, started):
+    import time
+
+    rate = done / max(time.time() - started, 1e-9)
+    eta = (total - done) / rate if rate else float("inf")
+    print(f"\rembedded {done}/{total}  {rate:.1f} items/s  ETA {eta:.0f}s", end="", file=sys.stderr, flush=True)
+
+
+def run_embed(args):
+    import time
+
+    import numpy as np
+
+    if bool(args.inputs) == bool(args.texts):
+        raise UsageError("give images or folders to embed, or --texts FILE, not both")
+    items = read_lines(args.texts, "--texts") if args.texts else embed_inputs(args.inputs)
+    if not items:
+        raise UsageError("nothing to embed: no texts in the file, or no images in the folders")
+    model, tokenizer, processor, _ = load_model(args)
+    rows, kept, skipped, started = [], [], [], time.time()
+    for chunk in batches(items, args.batch_size):
+        if args.texts:
+            rows.append(embed_texts(model, tokenizer, chunk).float().cpu().numpy())
+            kept += chunk
+        else:
+            pixels, readable = read_images(processor, chunk, skipped)
+            if readable:
+                rows.append(embed_pixels(model, pixels).float().cpu().numpy())
+                kept += readable
+        progress(len(kept) + len(skipped), len(items), started)
+    print(file=sys.stderr)
+    out = Path(args.out)
+    np.save(out, np.concatenate(rows) if rows else np.zeros((0, model.config.vision_config.hidden_size), np.float32))
+    out.with_suffix(".txt").write_text("".join(k.replace("\n", " ") + "\n" for k in kept), encoding="utf-8")
+    print(f"wrote {len(kept)} rows to {out} and {out.with_suffix('.txt')}", file=sys.stderr)
+    if skipped:
+        print(f"skipped {len(skipped)} unreadable files:\n  " + "\n  ".join(skipped), file=sys.stderr)
+
+
+def read_images(processor, paths, skipped):
+    """pixel_values of the readable paths, and those paths; each unreadable one is reported and added to skipped."""
+    import numpy as np
+
+    pixels, readable = [], []
+    for path in paths:
+        try:
+            pixels.append(processor(path))  # (1, 3, H, W)
+            readable.append(path)
+        except (OSError, ValueError) as e:
+            print(f"\nskipping {path}: {e}", file=sys.stderr)
+            skipped.append(path)
+    return (np.concatenate(pixels) if pixels else None), readable
+
+
+def main(argv=None):
+    args = build_parser().parse_args(argv)
+    try:
+        run_classify(args) if args.command == "classify" else run_embed(args)
+    except (UsageError, FileNotFoundError, NotADirectoryError, ValueError, TypeError, OSError) as e:
+        print(f"siglip_min.py {args.command}: error: " + " ".join(str(e).split()), file=sys.stderr)  # one line
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
