@@ -628,35 +628,46 @@ def embed_pixels(model, pixel_values):
     return l2_normalize(features)  # (B, D)
 
 
-def embed_texts(model, tokenizer, texts):
-    """L2-normalised text embeddings (B, D); texts padded to max length, as SigLIP was trained."""
-    input_ids = torch.from_numpy(tokenizer(texts)).to(model.logit_scale.device)  # (B, L)
+def embed_texts(model, tokenizer, texts, mask_padding=False):
+    """L2-normalised text embeddings (B, D); texts padded to max length, as SigLIP was trained.
+
+    SigLIP was trained without a padding mask. mask_padding=True passes the tokenizer's attention mask, as
+    transformers 5.x does whenever its tokenizer output goes to the model (its pipeline included): other numbers.
+    """
+    ids, mask = tokenizer(texts, return_attention_mask=True)  # (B, L), (B, L)
+    device = model.logit_scale.device
     with torch.no_grad():
-        return l2_normalize(model.get_text_features(input_ids))  # (B, D)
+        features = model.get_text_features(torch.from_numpy(ids).to(device),
+                                           torch.from_numpy(mask).to(device) if mask_padding else None)  # (B, D)
+    return l2_normalize(features)  # (B, D)
 
 
 def batches(items, batch_size):
     return [items[i: i + batch_size] for i in range(0, len(items), batch_size)]
 
 
-def zero_shot(model, tokenizer, processor, images, labels, template=DEFAULT_TEMPLATE, batch_size=32, softmax=False):
+def zero_shot(model, tokenizer, processor, images, labels, template=DEFAULT_TEMPLATE, batch_size=32, softmax=False,
+              mask_padding=False):
     """For each image, [(label, score), ...] best first, scored as transformers' zero-shot pipeline does for SigLIP.
 
     The score is sigmoid(logit): each label is its own yes/no question, so scores do not sum to 1 ([1] §3).
     softmax=True gives the softmax over the labels instead (the same ranking, CLIP-style numbers).
+    mask_padding: see embed_texts; True reproduces transformers 5.x's pipeline, False SigLIP as trained.
     """
-    logits = zero_shot_logits(model, tokenizer, processor, images, labels, template, batch_size)  # (B, C)
+    logits = zero_shot_logits(model, tokenizer, processor, images, labels, template, batch_size, mask_padding)
     return rank(labels, logits.softmax(dim=-1) if softmax else logits.sigmoid())
 
 
-def zero_shot_logits(model, tokenizer, processor, images, labels, template=DEFAULT_TEMPLATE, batch_size=32):
+def zero_shot_logits(model, tokenizer, processor, images, labels, template=DEFAULT_TEMPLATE, batch_size=32,
+                     mask_padding=False):
     """logits_per_image (B_img, C) in float32 for the prompts `template.format(label)`."""
     if not labels:
         raise ValueError("no labels to classify against")
     if "{}" not in template:
         raise ValueError(f"template {template!r} has no '{{}}' for the label")
     prompts = [template.format(label) for label in labels]
-    text_embeds = torch.cat([embed_texts(model, tokenizer, chunk) for chunk in batches(prompts, batch_size)])  # (C, D)
+    text_embeds = torch.cat([embed_texts(model, tokenizer, chunk, mask_padding)
+                             for chunk in batches(prompts, batch_size)])  # (C, D)
     logits = [model.logits(embed_images(model, processor, chunk), text_embeds).T  # (b, C)
               for chunk in batches(list(images), batch_size)]
     return torch.cat(logits).float()  # (B, C)
@@ -717,6 +728,9 @@ def build_parser():
     classify.add_argument("--top-k", type=int, help="show the best K labels only")
     classify.add_argument("--json", action="store_true", help="one JSON object a line per image")
     classify.add_argument("--softmax", action="store_true", help="also show the softmax over the labels")
+    classify.add_argument("--mask-padding", action="store_true",
+                          help="mask the text padding, as transformers 5.x's zero-shot pipeline does (its tokenizer "
+                               "returns an attention mask); SigLIP was trained without one, so the default is none")
     embed = commands.add_parser("embed", parents=[common], epilog=EXAMPLES,
                                 formatter_class=argparse.RawDescriptionHelpFormatter,
                                 help="write L2-normalised embeddings of images (or texts) to a .npy file")
@@ -765,7 +779,8 @@ def run_classify(args):
             raise UsageError(f"{image}: no such image file")
     model, tokenizer, processor, folder = load_model(args)
     template = args.template or checkpoint_template(folder)
-    logits = zero_shot_logits(model, tokenizer, processor, args.images, labels, template, args.batch_size)  # (B, C)
+    logits = zero_shot_logits(model, tokenizer, processor, args.images, labels, template, args.batch_size,
+                              args.mask_padding)  # (B, C)
     softmaxed = rank(labels, logits.softmax(dim=-1)) if args.softmax else None
     for i, (image, scores) in enumerate(zip(args.images, rank(labels, logits.sigmoid()))):
         scores = scores[: args.top_k] if args.top_k else scores

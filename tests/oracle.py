@@ -46,3 +46,13 @@ def load_hf(folder, attn_implementation="eager", model_class=None):
 
 def max_abs(a, b):
     return (a.double() - b.double()).abs().max().item()
+
+
+def train_sentencepiece(folder, sentences, vocab_size):
+    """spiece.model in folder with SigLIP's special ids (pad 0, eos 1, unk 2, no bos), trained on the spot."""
+    import sentencepiece as spm
+
+    spm.SentencePieceTrainer.train(sentence_iterator=iter(sentences), model_prefix=str(folder / "spiece"),
+                                   vocab_size=vocab_size, hard_vocab_limit=False, pad_id=0, eos_id=1, unk_id=2,
+                                   bos_id=-1, minloglevel=2)
+    return folder / "spiece.model"
