@@ -1,0 +1,211 @@
+"""SigLIP image preprocessing: images -> pixel_values, with PIL and NumPy only.
+
+No torch: ports in other frameworks feed these arrays to their own models. The values are those of
+transformers 5.24 `SiglipImageProcessorPil` (models/siglip/image_processing_pil_siglip.py, on
+`PilBackend`, image_transforms.py and image_utils.load_image). One image goes through:
+
+    open_image        a path: PIL opens it, EXIF rotation applied, .convert("RGB") (load_image: so a
+                      path's alpha is dropped, not composited, as transformers does)
+    pil_to_rgb        alpha or a transparency colour composited on white, other modes .convert("RGB")
+    array_to_rgb      (H, W) and (H, W, 1) repeated to 3 channels, (H, W, 4) composited on white
+    float_to_uint8    float arrays in [0, 1]: x * 255 truncated, as transformers' to_pil_image does
+    resize            PIL, bicubic by default, to exactly (height, width): no crop, aspect not kept
+    rescale, normalize, HWC -> CHW   one float32 lookup table per channel, bit-identical to
+                      transformers' float64 rescale then float32 normalize
+
+Float arrays are taken as already in [0, 1], like transformers called with `do_rescale=False`
+(its default would divide them by 255 twice), except that transformers reads a float array holding
+only 0s and 1s as 0..255 values, and this does not.
+"""
+import json
+import os
+import warnings
+
+import numpy as np
+from PIL import Image, ImageOps
+
+from hub import resolve_model_dir
+
+
+def describe(index, path=None):
+    """'image 3' or 'image 3 (photos/cat.jpg)', for error messages."""
+    return f"image {index}" + (f" ({path})" if path is not None else "")
+
+
+def check_pixel_limit(image, where):
+    """Refuse images over PIL's decompression-bomb limit (Image.MAX_IMAGE_PIXELS) before decoding."""
+    width, height = image.size
+    if Image.MAX_IMAGE_PIXELS and width * height > Image.MAX_IMAGE_PIXELS:
+        raise ValueError(
+            f"{where}: {width}x{height} pixels is over PIL's decompression-bomb limit "
+            f"(Image.MAX_IMAGE_PIXELS = {Image.MAX_IMAGE_PIXELS})"
+        )
+
+
+def check_not_empty(width, height, where):
+    if width == 0 or height == 0:
+        raise ValueError(f"{where}: the image is empty ({width}x{height} pixels)")
+
+
+def open_image(path, where):
+    """The image at path, EXIF-rotated and converted to RGB as transformers' load_image does."""
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"{where}: no such file")
+    if not os.path.isfile(path):
+        raise ValueError(f"{where}: not a file")
+    try:
+        with warnings.catch_warnings():  # check_pixel_limit raises for what PIL only warns about
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            image = Image.open(path)
+    except Image.DecompressionBombError as error:
+        raise ValueError(f"{where}: over PIL's decompression-bomb limit ({error})") from None
+    except Image.UnidentifiedImageError:
+        raise ValueError(f"{where}: not an image file PIL can read") from None
+    except OSError as error:
+        raise ValueError(f"{where}: cannot be read ({error})") from None
+    with image:
+        check_pixel_limit(image, where)
+        return decode_pixels(lambda: ImageOps.exif_transpose(image).convert("RGB"), image.mode, where)
+
+
+def decode_pixels(make_image, mode, where):
+    """Run make_image (which makes PIL decode and convert pixels), naming the image if that fails."""
+    try:
+        return make_image()
+    except (OSError, SyntaxError, EOFError) as error:
+        raise ValueError(f"{where}: truncated or corrupt image data ({error})") from None
+    except ValueError as error:
+        raise ValueError(f"{where}: PIL cannot convert this mode {mode} image to RGB ({error})") from None
+
+
+def pil_to_rgb(image, where):
+    """RGB PIL image; alpha and transparency are composited on white (image_transforms.convert_to_rgb)."""
+    check_pixel_limit(image, where)
+    check_not_empty(*image.size, where)
+    if "A" in image.getbands() or image.info.get("transparency") is not None:
+        rgba = decode_pixels(lambda: image.convert("RGBA"), image.mode, where)
+        white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        return Image.alpha_composite(white, rgba).convert("RGB")
+    return decode_pixels(lambda: image.convert("RGB"), image.mode, where)
+
+
+def check_array(array, where):
+    """(H, W) or (H, W, 1|3|4), not empty, uint8 or float with values in [0, 1]."""
+    if array.ndim not in (2, 3):
+        raise ValueError(f"{where}: array of shape {array.shape}; expected (H, W) or (H, W, C)")
+    if array.ndim == 3 and array.shape[2] not in (1, 3, 4):
+        raise ValueError(f"{where}: array with {array.shape[2]} channels; expected 1, 3 or 4 (last axis)")
+    check_not_empty(array.shape[1], array.shape[0], where)
+    if array.dtype != np.uint8 and not np.issubdtype(array.dtype, np.floating):
+        raise ValueError(f"{where}: array of dtype {array.dtype}; expected uint8, or float in [0, 1]")
+    if array.dtype != np.uint8 and not (np.all(array >= 0) and np.all(array <= 1)):
+        raise ValueError(f"{where}: float array with values outside [0, 1] (min {array.min()}, max {array.max()})")
+
+
+def array_to_rgb(array):
+    """(H, W, 3) of the same dtype: gray repeated, RGBA composited on white (convert_to_rgb on NumPy)."""
+    if array.ndim == 2:
+        array = array[:, :, None]
+    if array.shape[2] == 1:
+        return np.repeat(array, 3, axis=2)
+    if array.shape[2] == 3:
+        return array
+    white = 255 if array.dtype == np.uint8 else 1.0
+    alpha = array[:, :, 3:] / white  # (H, W, 1)
+    composite = alpha * array[:, :, :3] + (1 - alpha) * white
+    return np.round(composite).astype(np.uint8) if white == 255 else composite.astype(array.dtype)
+
+
+def float_to_uint8(array):
+    """[0, 1] floats -> uint8 as transformers' to_pil_image: float64 * 255, float32, then truncated."""
+    return (array.astype(np.float64) * 255).astype(np.float32).astype(np.uint8)
+
+
+def resize(image, size, resample):
+    """uint8 (height, width, 3) of an RGB PIL image resized to exactly size = (height, width)."""
+    height, width = size
+    return np.asarray(image.resize((width, height), resample=resample))
+
+
+def pixel_lookup_table(rescale_factor, image_mean, image_std):
+    """float32 (3, 256): value of uint8 v in channel c after rescale and normalize.
+
+    The same operations as transformers' rescale (float64 multiply, then float32) and normalize
+    ((x - mean) / std in float32), done once per possible value instead of once per pixel.
+    """
+    rescaled = (np.arange(256, dtype=np.float64) * rescale_factor).astype(np.float32)  # (256,)
+    mean = np.asarray(image_mean, dtype=np.float32)[:, None]  # (3, 1)
+    std = np.asarray(image_std, dtype=np.float32)[:, None]  # (3, 1)
+    return (rescaled[None, :] - mean) / std  # (3, 256)
+
+
+def rescale_and_normalize(pixels, lookup_table, out):
+    """Fill out (3, H, W) from uint8 pixels (H, W, 3): rescale, normalize and HWC -> CHW in one pass."""
+    for channel in range(3):
+        np.take(lookup_table[channel], pixels[:, :, channel], out=out[channel], mode="clip")
+
+
+def read_size(size):
+    """(height, width) from an int, a (height, width) pair or a {"height", "width"} dict."""
+    if isinstance(size, dict):
+        if set(size) != {"height", "width"}:
+            raise ValueError(f"size {size}: only {{'height', 'width'}} is supported (no shortest_edge)")
+        size = (size["height"], size["width"])
+    height, width = (size, size) if isinstance(size, int) else size
+    if height < 1 or width < 1:
+        raise ValueError(f"size must be positive, got {size}")
+    return int(height), int(width)
+
+
+def read_preprocessor_config(model_dir):
+    """Constructor arguments from preprocessor_config.json, {} without one; refuses switched-off steps."""
+    path = model_dir / "preprocessor_config.json"
+    if not path.is_file():
+        return {}
+    config = json.loads(path.read_text(encoding="utf-8"))
+    for step in ("do_resize", "do_rescale", "do_normalize", "do_convert_rgb"):
+        if config.get(step, True) is not True:
+            raise ValueError(f"{path}: {step}={config[step]} is not supported (SigLIP does every step)")
+    keys = ("size", "resample", "rescale_factor", "image_mean", "image_std")
+    return {key: config[key] for key in keys if key in config}
+
+
+class SiglipImageProcessor:
+    """Images -> np.float32 pixel_values (B, 3, H, W); mirrors transformers.SiglipImageProcessorPil."""
+
+    def __init__(self, size=224, resample=Image.BICUBIC, rescale_factor=1 / 255,
+                 image_mean=(0.5, 0.5, 0.5), image_std=(0.5, 0.5, 0.5)):
+        self.size = read_size(size)  # (height, width)
+        self.resample = Image.Resampling(resample)
+        self.lookup_table = pixel_lookup_table(rescale_factor, image_mean, image_std)  # (3, 256)
+
+    @classmethod
+    def from_pretrained(cls, path_or_repo_id):
+        """A local folder or a cached Hub id; preprocessor_config.json is read when present."""
+        return cls(**read_preprocessor_config(resolve_model_dir(path_or_repo_id)))
+
+    def to_rgb_image(self, item, index):
+        """An RGB PIL image from a PIL image, an array or a path; errors name the item."""
+        if isinstance(item, Image.Image):
+            return pil_to_rgb(item, describe(index))
+        if isinstance(item, np.ndarray):
+            check_array(item, describe(index))
+            rgb = array_to_rgb(item)
+            return Image.fromarray(np.ascontiguousarray(rgb if rgb.dtype == np.uint8 else float_to_uint8(rgb)))
+        if isinstance(item, (str, os.PathLike)):
+            where = describe(index, os.fspath(item))
+            return pil_to_rgb(open_image(item, where), where)
+        raise TypeError(
+            f"{describe(index)} is a {type(item).__name__}; expected a PIL image, a NumPy array or a path"
+        )
+
+    def __call__(self, images):
+        """np.float32 (B, 3, H, W) from one image or a list of them."""
+        images = list(images) if isinstance(images, (list, tuple)) else [images]
+        if not images:
+            raise ValueError("no images: got an empty list")
+        pixel_values = np.empty((len(images), 3, *self.size), dtype=np.float32)  # (B, 3, H, W)
+        for index, item in enumerate(images):
+            pixels = resize(self.to_rgb_image(item, index), self.size, self.resample)  # (H, W, 3) uint8
+            rescale_and_normalize(pixels, self.lookup_table, out=pixel_values[index])
+        return pixel_values
