@@ -112,6 +112,7 @@ def image_files(tmp_path_factory):
     return files
 
 
+@pytest.mark.filterwarnings("ignore:Palette images with Transparency")  # PIL's, on load_image's convert("RGB")
 @pytest.mark.parametrize("kind", FILE_MODES + ["exif"])
 def test_paths_match_transformers(image_files, kind):
     """transformers loads a path with load_image: EXIF rotation applied, alpha dropped (not composited)."""

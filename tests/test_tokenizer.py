@@ -93,6 +93,7 @@ fragments = st.one_of(
     covered_words,
     st.text(st.sampled_from(WHITESPACE), min_size=1, max_size=3),
     st.text(st.sampled_from(string.punctuation), min_size=1, max_size=3),
+    st.text(st.sampled_from("0123456789٠१１"), min_size=1, max_size=4),  # ASCII, Arabic, Devanagari, full-width
     st.sampled_from(SPECIAL),
     st.text(max_size=5),  # any code points: other scripts, combining marks, controls
 )
