@@ -296,11 +296,12 @@ class TextEmbeddings(nn.Module):
 
     def __init__(self, config):
         super().__init__()
-        self.token = nn.Embedding(config.vocab_size, config.hidden_size)
+        # Plain tables, not nn.Embedding: its random init would run (and be thrown away) on every load.
+        self.token = nn.Parameter(torch.zeros(config.vocab_size, config.hidden_size))  # (V, D)
         self.pos = nn.Parameter(torch.zeros(config.max_position_embeddings, config.hidden_size))  # (Lmax, D)
 
     def forward(self, input_ids):  # input_ids (B, L)
-        return self.token(input_ids) + self.pos[: input_ids.shape[1]]  # (B, L, D)
+        return F.embedding(input_ids, self.token) + self.pos[: input_ids.shape[1]]  # (B, L, D)
 
 
 class TextTower(nn.Module):
@@ -314,7 +315,7 @@ class TextTower(nn.Module):
         self.head = nn.Linear(config.hidden_size, config.projection_size)
 
     def forward(self, input_ids, attention_mask=None):  # input_ids (B, L)
-        keep = key_mask(input_ids, attention_mask, self.embed.pos.shape[0], self.embed.token.num_embeddings)
+        keep = key_mask(input_ids, attention_mask, self.embed.pos.shape[0], self.embed.token.shape[0])
         x = self.embed(input_ids)  # (B, L, D)
         for block in self.blocks:
             x = block(x, keep)  # (B, L, D)
@@ -504,7 +505,7 @@ VISION_NAMES = {  # our parameter under vision. -> transformers parameter under 
     "head.mlp.fc2.weight": "head.mlp.fc2.weight", "head.mlp.fc2.bias": "head.mlp.fc2.bias",
 }
 TEXT_NAMES = {  # our parameter under text. -> transformers parameter under text_model.
-    "embed.token.weight": "embeddings.token_embedding.weight",
+    "embed.token": "embeddings.token_embedding.weight",
     "embed.pos": "embeddings.position_embedding.weight",
     "norm.weight": "final_layer_norm.weight", "norm.bias": "final_layer_norm.bias",
     "head.weight": "head.weight", "head.bias": "head.bias",
