@@ -28,7 +28,9 @@ from hub import resolve_model_dir
 
 
 def describe(index, path=None):
-    """'image 3' or 'image 3 (photos/cat.jpg)', for error messages."""
+    """'image 3', 'image 3 (photos/cat.jpg)', or for a single image (index None) 'photos/cat.jpg', for errors."""
+    if index is None:
+        return "image" if path is None else path
     return f"image {index}" + (f" ({path})" if path is not None else "")
 
 
@@ -200,12 +202,15 @@ class SiglipImageProcessor:
         )
 
     def __call__(self, images):
-        """np.float32 (B, 3, H, W) from one image or a list of them."""
-        images = list(images) if isinstance(images, (list, tuple)) else [images]
+        """np.float32 (B, 3, H, W) from one image or a list of them. Errors name the item: its index and path
+        in a list, its path alone for a single image."""
+        single = not isinstance(images, (list, tuple))
+        images = [images] if single else list(images)
         if not images:
             raise ValueError("no images: got an empty list")
         pixel_values = np.empty((len(images), 3, *self.size), dtype=np.float32)  # (B, 3, H, W)
         for index, item in enumerate(images):
-            pixels = resize(self.to_rgb_image(item, index), self.size, self.resample)  # (H, W, 3) uint8
+            rgb = self.to_rgb_image(item, None if single else index)
+            pixels = resize(rgb, self.size, self.resample)  # (H, W, 3) uint8
             rescale_and_normalize(pixels, self.lookup_table, out=pixel_values[index])
         return pixel_values

@@ -232,7 +232,9 @@ def test_image_over_the_pixel_limit_is_refused_before_decoding(image_files, monk
     with pytest.raises(ValueError, match="decompression-bomb"):
         ours(image_files["RGB"])
     with pytest.raises(ValueError, match="image 0: .*decompression-bomb"):
-        ours(picture("RGB", 1, 61, 83))
+        ours([picture("RGB", 1, 61, 83)])
+    with pytest.raises(ValueError, match=f"^{image_files['RGB']}: .*decompression-bomb"):
+        ours(image_files["RGB"])  # a single image is named by its path alone
 
 
 @pytest.mark.parametrize("array, message", [
@@ -253,7 +255,7 @@ def test_bad_arrays_are_named_with_the_problem(array, message):
 
 def test_empty_pil_image_is_refused():
     with pytest.raises(ValueError, match="image 0: the image is empty"):
-        ours(Image.new("RGB", (0, 4)))
+        ours([Image.new("RGB", (0, 4))])
 
 
 def test_pil_conversion_failure_is_named(monkeypatch):
@@ -263,7 +265,7 @@ def test_pil_conversion_failure_is_named(monkeypatch):
     image = picture("RGB", 2, 4, 4)
     monkeypatch.setattr(image, "convert", unsupported)
     with pytest.raises(ValueError, match="image 0: PIL cannot convert this mode RGB image"):
-        ours(image)
+        ours([image])
 
 
 def test_empty_list_is_refused():
@@ -273,8 +275,10 @@ def test_empty_list_is_refused():
 
 @pytest.mark.parametrize("item", [None, 3, b"\x89PNG", {"pixels": 1}])
 def test_other_types_are_refused_naming_the_type(item):
-    with pytest.raises(TypeError, match=f"image 0 is a {type(item).__name__}"):
-        ours(item)
+    with pytest.raises(TypeError, match=f"image 1 is a {type(item).__name__}"):
+        ours([np.zeros((4, 5, 3), np.uint8), item])
+    with pytest.raises(TypeError, match=f"^image is a {type(item).__name__}"):
+        ours(item)  # a single image has no index to name
 
 
 def test_does_not_import_torch():
