@@ -41,9 +41,6 @@ TEXT_STAGES = ("embeddings", "layers", "final_layer_norm", "pooled", "features")
 OUTPUT_NAMES = ("image_embeds", "text_embeds", "logits_per_image", "logits_per_text")
 DEFAULT_ATOL, DEFAULT_RTOL = 1e-5, 1e-4  # float32 parity, DESIGN.md
 TINY = 1e-30  # keeps the relative error finite when the reference is all zeros
-DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
-# SigLIP's preprocessing when a folder has no preprocessor_config.json (size comes from the model's config).
-SIGLIP_PREPROCESSING = {"resample": 3, "rescale_factor": 1 / 255, "image_mean": [0.5] * 3, "image_std": [0.5] * 3}
 
 
 class UsageError(ValueError):
@@ -287,17 +284,15 @@ def load_pixel_values(path):
     return pixel_values.astype(np.float32)  # (B, C, H, W)
 
 
-def preprocess_images(images, folder, image_size):
-    """pixel_values and the settings used: the folder's preprocessor_config.json, else SigLIP's at image_size."""
-    from preprocess import SiglipImageProcessor
-
+def preprocess_images(images, folder, config):
+    """pixel_values and the settings used: the folder's preprocessor_config.json, else SigLIP's at the model's size."""
     config_file = folder / "preprocessor_config.json"
     if config_file.is_file():
         settings = {"source": str(config_file), **json.loads(config_file.read_text())}
-        processor = SiglipImageProcessor.from_pretrained(folder)
     else:
-        settings = {"source": "SigLIP defaults at the model's image size", "size": image_size, **SIGLIP_PREPROCESSING}
-        processor = SiglipImageProcessor(size=image_size, **SIGLIP_PREPROCESSING)
+        settings = {"source": "preprocess.SiglipImageProcessor defaults (bicubic, 1/255, mean 0.5, std 0.5)",
+                    "size": config.vision_config.image_size}
+    processor = sm.image_processor_for(folder, config)
     return processor(list(images)), {**settings, "images": [str(image) for image in images]}
 
 
@@ -331,8 +326,7 @@ def command_line_inputs(args, folder, config, generate_missing):
     """
     inputs, settings = {}, {"tokenizer": "none (no text input)", "preprocessing": "none (no image input)"}
     if args.image:
-        inputs["pixel_values"], settings["preprocessing"] = preprocess_images(args.image, folder,
-                                                                              config.vision_config.image_size)
+        inputs["pixel_values"], settings["preprocessing"] = preprocess_images(args.image, folder, config)
     elif args.pixel_values:
         inputs["pixel_values"] = load_pixel_values(args.pixel_values)
         settings["preprocessing"] = "none (--pixel-values)"
@@ -371,7 +365,7 @@ def as_torch(inputs, device="cpu"):
 def run_export(args):
     folder = resolve_model_dir(args.model)
     inputs, settings = command_line_inputs(args, folder, read_model_config(folder), generate_missing=False)
-    model = sm.SigLIP.from_pretrained(folder, device=args.device, dtype=DTYPES[args.dtype],
+    model = sm.SigLIP.from_pretrained(folder, device=args.device, dtype=sm.DTYPES[args.dtype],
                                       attn_implementation=args.attn)
     activations = trace(model, **as_torch(inputs, args.device))
     metadata = {"format": "siglip-min parity golden file", "model": args.model, "model_folder": str(folder),
@@ -443,7 +437,7 @@ def build_parser():
                                  "traced activation (float32) of siglip-min, with metadata, to one safetensors file.")
     export.add_argument("--model", required=True, help="model folder or cached Hub id")
     add_input_options(export)
-    export.add_argument("--dtype", choices=sorted(DTYPES), default="float32", help="model dtype (traces are float32)")
+    export.add_argument("--dtype", choices=sorted(sm.DTYPES), default="float32", help="model dtype (traces are float32)")
     export.add_argument("--device", default="cpu")
     export.add_argument("--out", required=True, metavar="golden.safetensors")
 

@@ -743,7 +743,6 @@ def build_parser():
 
 def load_model(args):
     """Model, tokenizer and image processor for the command line's --model/--device/--dtype/--attn."""
-    from preprocess import SiglipImageProcessor
     from tokenizer import SiglipTokenizer
 
     if args.device.startswith("cuda") and not torch.cuda.is_available():
@@ -752,11 +751,16 @@ def load_model(args):
         raise UsageError(f"--batch-size must be at least 1, got {args.batch_size}")
     folder = resolve_model_dir(args.model)
     model = SigLIP.from_pretrained(folder, device=args.device, dtype=DTYPES[args.dtype], attn_implementation=args.attn)
-    if (folder / "preprocessor_config.json").is_file():
-        processor = SiglipImageProcessor.from_pretrained(folder)
-    else:  # SigLIP's defaults at the model's own resolution
-        processor = SiglipImageProcessor(size=model.config.vision_config.image_size)
-    return model, SiglipTokenizer.from_pretrained(folder), processor, folder
+    return model, SiglipTokenizer.from_pretrained(folder), image_processor_for(folder, model.config), folder
+
+
+def image_processor_for(folder, config):
+    """The checkpoint's preprocessor_config.json, else SigLIP's defaults at the model's own image size."""
+    from preprocess import SiglipImageProcessor
+
+    if (Path(folder) / "preprocessor_config.json").is_file():
+        return SiglipImageProcessor.from_pretrained(folder)
+    return SiglipImageProcessor(size=config.vision_config.image_size)
 
 
 def read_lines(path, what):
