@@ -1,0 +1,88 @@
+"""train.py end to end: the smoke run writes a Hugging Face folder that siglip_min and transformers both read alike;
+--data trains on a folder of captioned images and --init fine-tunes; drawn shapes have their true areas."""
+import json
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+import transformers  # noqa: E402
+from PIL import Image  # noqa: E402
+
+import siglip_min as sm  # noqa: E402
+from preprocess import SiglipImageProcessor  # noqa: E402
+from tokenizer import SiglipTokenizer  # noqa: E402
+from train import CLASSES, COLOURS, SUPERSAMPLE, caption, draw_image, shape_alpha  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[1]
+transformers.logging.set_verbosity_error()
+
+
+def run_train(*args):
+    result = subprocess.run([sys.executable, "train.py", *map(str, args)], cwd=REPO, capture_output=True, text=True,
+                            timeout=300)
+    assert result.returncode == 0, result.stderr
+    return result.stdout
+
+
+def assert_transformers_agrees(folder, images, texts):
+    """transformers' SiglipTokenizer, SiglipImageProcessorPil and SiglipModel read `folder` to the ids, pixels and
+    logits (<= 1e-4) that ours give."""
+    model, tok, proc = (sm.SigLIP.from_pretrained(folder), SiglipTokenizer.from_pretrained(folder),
+                        SiglipImageProcessor.from_pretrained(folder))
+    hf_model = transformers.SiglipModel.from_pretrained(folder).eval()
+    hf_tok = transformers.SiglipTokenizer.from_pretrained(folder)
+    hf_proc = transformers.SiglipImageProcessorPil.from_pretrained(folder)
+    ids, pixels = tok(texts), proc(images)
+    hf_ids = hf_tok(texts, padding="max_length", truncation=True, return_tensors="np")["input_ids"]
+    hf_pixels = hf_proc(images, return_tensors="np")["pixel_values"]
+    np.testing.assert_array_equal(ids, hf_ids)
+    np.testing.assert_array_equal(pixels, hf_pixels)
+    with torch.no_grad():
+        want = hf_model(input_ids=torch.from_numpy(hf_ids), pixel_values=torch.from_numpy(hf_pixels)).logits_per_image
+        got = model(torch.from_numpy(ids), torch.from_numpy(pixels)).logits_per_image
+    assert (got - want).abs().max().item() <= 1e-4
+
+
+def test_smoke_run_writes_a_folder_transformers_reads(tmp_path):
+    out = run_train("--steps", 3, "--out", tmp_path / "smoke")
+    assert "step     3  loss" in out and "images/s" in out
+    images = [draw_image(np.random.default_rng(i), *CLASSES[i], 32) for i in range(4)]
+    assert_transformers_agrees(tmp_path / "smoke", images, [caption(*c) for c in CLASSES[:4]])
+
+
+def test_trains_and_fine_tunes_on_a_folder_of_captioned_images(tmp_path):
+    data = tmp_path / "data"
+    data.mkdir()
+    lines = []
+    for i, colour in enumerate(["red", "blue", "green"]):
+        Image.new("RGB", (40, 30), COLOURS[colour]).save(data / f"{i}.png")
+        lines.append(json.dumps({"image": f"{i}.png", "caption": f"All {colour}!"}))
+    (data / "captions.jsonl").write_text("\n".join(lines) + "\n")
+    run_train("--steps", 1, "--batch-size", 3, "--data", data, "--out", tmp_path / "start")
+    run_train("--steps", 2, "--batch-size", 2, "--init", tmp_path / "start", "--data", data,
+              "--out", tmp_path / "tuned")
+    assert (tmp_path / "tuned" / "spiece.model").read_bytes() == (tmp_path / "start" / "spiece.model").read_bytes()
+    assert_transformers_agrees(tmp_path / "tuned", [str(data / "0.png")], ["all red", "all purple"])
+
+
+def test_drawn_shapes_have_their_geometric_area():
+    """Independent check of the drawing: the coverage of a shape of circumradius R is its area in closed form, to
+    within one supersampled pixel along its outline (the rasteriser's rounding)."""
+    R, r = 20.0, 0.45 * 20.0  # a star's outer and inner radius
+    star_edge = math.sqrt(R**2 + r**2 - 2 * R * r * math.cos(math.pi / 5))
+    shapes = {  # area, perimeter
+        "circle": (math.pi * R**2, 2 * math.pi * R),
+        "square": (2 * R**2, 4 * math.sqrt(2) * R),
+        "triangle": (3 * math.sqrt(3) / 4 * R**2, 3 * math.sqrt(3) * R),
+        "star": (5 * R * r * math.sin(math.pi / 5), 10 * star_edge),  # ten triangles R, r at 36 degrees
+    }
+    for shape, (area, perimeter) in shapes.items():
+        for angle in (0.0, 0.3, 2.0):
+            covered = shape_alpha(shape, 64, (32.0, 32.0), R, angle).sum()
+            assert abs(covered - area) <= perimeter / SUPERSAMPLE, (shape, angle, covered, area)
