@@ -175,3 +175,26 @@ def test_help_is_complete_and_ends_with_examples():
         assert result.stdout.rstrip().splitlines()[-1].startswith("  python siglip_min.py embed --texts")
         for option in ("--model", "--device", "--dtype", "--attn", "--batch-size"):
             assert option in result.stdout
+
+
+def test_classify_with_the_shipped_model_ranks_the_right_caption_first(tmp_path):
+    """The main job on a fresh clone: the default model, drawings it never saw, all 32 captions as labels."""
+    import train
+
+    rng = np.random.default_rng(31337)  # a seed training never used
+    truths = [train.CLASSES[i] for i in rng.permutation(len(train.CLASSES))[:16]]
+    paths = []
+    for i, (colour, shape) in enumerate(truths):
+        paths.append(tmp_path / f"{i}.png")
+        Image.fromarray(train.draw_image(rng, colour, shape, 32)).save(paths[-1])
+    labels = sm.DEFAULT_MODEL / "examples" / "labels.txt"
+    result = run_cli("classify", *paths, "--labels-file", labels, "--json", "--top-k", "1")
+    assert result.returncode == 0, result.stderr
+    best = [json.loads(line)["scores"][0]["label"] for line in result.stdout.splitlines()]
+    assert all(label.split()[1] == colour for label, (colour, _) in zip(best, truths)), best  # colour: ~100%
+    assert sum(label == train.caption(*truth) for label, truth in zip(best, truths)) >= 13, best  # top-1: ~90%
+    examples = sorted((sm.DEFAULT_MODEL / "examples").glob("*.png"))
+    result = run_cli("classify", *examples, "--labels-file", labels, "--json", "--top-k", "1")
+    for line in result.stdout.splitlines():
+        record = json.loads(line)
+        assert record["scores"][0]["label"] == "a " + Path(record["image"]).stem.replace("_", " ")
