@@ -276,7 +276,7 @@ def write_json(path, value):
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--steps", type=int, default=16000)
+    p.add_argument("--steps", type=int, default=24000)
     p.add_argument("--batch-size", type=int, default=len(CLASSES))
     p.add_argument("--size", choices=sorted(SIZES), default="tiny", help="model size (ignored with --init)")
     p.add_argument("--seed", type=int, default=0)
@@ -287,7 +287,7 @@ def parse_args(argv=None):
     p.add_argument("--weight-decay", type=float, default=1e-4)
     p.add_argument("--warmup", type=int, default=200)
     p.add_argument("--ema", type=float, default=0.999, help="decay of the weight average that is saved")
-    p.add_argument("--threads", type=int, default=1, help="torch threads; results are reproducible for a fixed count")
+    p.add_argument("--threads", type=int, default=2, help="torch threads; results are reproducible for a fixed count")
     p.add_argument("--log-every", type=int, default=250)
     p.add_argument("--eval-every", type=int, default=1000, help="zero-shot accuracy on shapes (synthetic data only)")
     return p.parse_args(argv)

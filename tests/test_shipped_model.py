@@ -30,10 +30,9 @@ DRAWINGS = {  # name: draw_image options; "in distribution" is what training dra
     "noisy grey background": {"backgrounds": ("noisy_grey",)},  # grey noise, stronger than training's colour noise
 }
 SHORT_OF_TARGET = {  # drawings where the shipped model misses top-1 >= 90%, with what it measured
-    "smaller shapes": "top-1 0.378, colour 0.988, shape 0.382",
-    "larger shapes": "top-1 0.780, colour 1.000, shape 0.780",
-    "colour jitter": "top-1 0.876, colour 0.996, shape 0.878",
-    "noisy grey background": "top-1 0.724, colour 1.000, shape 0.724",
+    "smaller shapes": "top-1 0.406, colour 0.992, shape 0.414",
+    "larger shapes": "top-1 0.850, colour 1.000, shape 0.850",
+    "noisy grey background": "top-1 0.794, colour 0.998, shape 0.796",
 }
 
 
