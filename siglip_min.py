@@ -372,7 +372,7 @@ def sigmoid_loss(image_embeds, text_embeds, logit_scale, logit_bias):
 
 
 def chunked_sigmoid_loss(image_embeds, text_embeds, logit_scale, logit_bias, num_chunks):
-    """sigmoid_loss block by block, as the multi-device scheme of [1] §3 ("efficient chunked implementation"),
+    """sigmoid_loss block by block, as the multi-device scheme of [1] §3.3 ("efficient chunked implementation"),
     never building the B x B matrix.
 
     Split the batch into `num_chunks` "devices", each holding its own images and texts (sizes may differ by one

@@ -1,4 +1,4 @@
-"""Properties of the sigmoid loss and its chunked form ([1] §3), against independent computations.
+"""Properties of the sigmoid loss ([1] §3.2) and its chunked form (§3.3), against independent computations.
 
 The reference is the definition written out: binary cross-entropy of every (image i, text j) pair, label 1
 when i == j and 0 otherwise, summed and divided by the batch size, in float64 NumPy with a double loop.
