@@ -12,17 +12,24 @@ References
 
 Shapes: B batch, N image tokens (patches), L text tokens, D width, H heads, Dh = D / H, P projection size.
 """
+import argparse
 import json
 import math
 import sys
+import time
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
+import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import save_file
 
 from hub import resolve_model_dir
+from preprocess import SiglipImageProcessor
+from tokenizer import SiglipTokenizer
 
 ATTN_IMPLEMENTATIONS = ("sdpa", "eager")
 
@@ -565,8 +572,6 @@ def weight_files(folder):
 
 def read_tensors(files, wanted, device, dtype):
     """{transformers name: tensor on device in dtype} for the names in `wanted`, plus every name the files hold."""
-    from safetensors import SafetensorError, safe_open
-
     tensors, present = {}, set()
     for path in files:
         if not path.is_file():
@@ -602,8 +607,6 @@ def load_weights(model, folder, names, device, dtype):
 
 
 def write_checkpoint(model, folder, config, names):
-    from safetensors.torch import save_file
-
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     dtype = next(model.parameters()).dtype
@@ -706,8 +709,6 @@ class UsageError(Exception):
 
 
 def build_parser():
-    import argparse
-
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--model", default=str(DEFAULT_MODEL),
                         help="a checkpoint folder, or a Hub id in the local Hugging Face cache "
@@ -744,8 +745,6 @@ def build_parser():
 
 def load_model(args):
     """Model, tokenizer and image processor for the command line's --model/--device/--dtype/--attn."""
-    from tokenizer import SiglipTokenizer
-
     if args.device.startswith("cuda") and not torch.cuda.is_available():
         raise UsageError(f"--device {args.device}: no CUDA GPU is available (torch {torch.__version__})")
     if args.batch_size < 1:
@@ -757,8 +756,6 @@ def load_model(args):
 
 def image_processor_for(folder, config):
     """The checkpoint's preprocessor_config.json, else SigLIP's defaults at the model's own image size."""
-    from preprocess import SiglipImageProcessor
-
     if (Path(folder) / "preprocessor_config.json").is_file():
         return SiglipImageProcessor.from_pretrained(folder)
     return SiglipImageProcessor(size=config.vision_config.image_size)
@@ -813,18 +810,12 @@ def embed_inputs(paths):
 
 
 def progress(done, total, started):
-    import time
-
     rate = done / max(time.time() - started, 1e-9)
     eta = (total - done) / rate if rate else float("inf")
     print(f"\rembedded {done}/{total}  {rate:.1f} items/s  ETA {eta:.0f}s", end="", file=sys.stderr, flush=True)
 
 
 def run_embed(args):
-    import time
-
-    import numpy as np
-
     if bool(args.inputs) == bool(args.texts):
         raise UsageError("give images or folders to embed, or --texts FILE, not both")
     items = read_lines(args.texts, "--texts") if args.texts else embed_inputs(args.inputs)
@@ -853,8 +844,6 @@ def run_embed(args):
 
 def read_images(processor, paths, skipped):
     """pixel_values of the readable paths, and those paths; each unreadable one is reported and added to skipped."""
-    import numpy as np
-
     pixels, readable = [], []
     for path in paths:
         try:
