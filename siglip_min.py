@@ -368,6 +368,11 @@ def l2_normalize(x):
     return x / x.norm(dim=-1, keepdim=True)  # (B, D)
 
 
+def pair_logits(image_embeds, text_embeds, logit_scale, logit_bias):
+    """Scaled, shifted cosine similarities (B_txt, B_img): t' = logit_scale is stored as a log, so t = exp(t')."""
+    return text_embeds @ image_embeds.T * logit_scale.exp() + logit_bias  # (B_txt, B_img)
+
+
 def sigmoid_loss(image_embeds, text_embeds, logit_scale, logit_bias):
     """-sum log sigmoid(z_ij * logit_ij) / B over all B*B pairs, z = +1 on the diagonal, -1 elsewhere ([1] §3).
 
@@ -404,7 +409,7 @@ def pairwise_loss_sum(image_embeds, text_embeds, logit_scale, logit_bias, positi
 
     logsigmoid(x) = -softplus(-x) is computed stably by torch for any x, so |logits| of 1e4 stay finite.
     """
-    logits = text_embeds @ image_embeds.T * logit_scale.exp() + logit_bias  # (B_txt, B_img)
+    logits = pair_logits(image_embeds, text_embeds, logit_scale, logit_bias)  # (B_txt, B_img)
     z = -torch.ones_like(logits)  # (B_txt, B_img): every pair a negative...
     if positives:
         z = z + 2 * torch.eye(*logits.shape, device=logits.device, dtype=logits.dtype)  # ...but the diagonal
@@ -447,7 +452,7 @@ class SigLIP(nn.Module):
 
     def logits(self, image_embeds, text_embeds):
         """Scaled, shifted cosine similarities (B_txt, B_img); sigmoid of one is P(text matches image)."""
-        return text_embeds @ image_embeds.T * self.logit_scale.exp() + self.logit_bias  # (B_txt, B_img)
+        return pair_logits(image_embeds, text_embeds, self.logit_scale, self.logit_bias)  # (B_txt, B_img)
 
     @classmethod
     def from_pretrained(cls, path_or_repo_id, device="cpu", dtype=torch.float32, attn_implementation="sdpa"):
