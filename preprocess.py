@@ -28,10 +28,12 @@ from hub import resolve_model_dir
 
 
 def describe(index, path=None):
-    """'image 3', 'image 3 (photos/cat.jpg)', or for a single image (index None) 'photos/cat.jpg', for errors."""
-    if index is None:
-        return "image" if path is None else path
-    return f"image {index}" + (f" ({path})" if path is not None else "")
+    """'photos/cat.jpg' for a path, else 'image 3' (its index in the list), or 'image' alone, for errors.
+
+    A path names the file by itself; an index would count within the caller's batch, not its whole list."""
+    if path is not None:
+        return path
+    return "image" if index is None else f"image {index}"
 
 
 def check_pixel_limit(image, where):
@@ -202,8 +204,8 @@ class SiglipImageProcessor:
         )
 
     def __call__(self, images):
-        """np.float32 (B, 3, H, W) from one image or a list of them. Errors name the item: its index and path
-        in a list, its path alone for a single image."""
+        """np.float32 (B, 3, H, W) from one image or a list of them. Errors name the item: by its path
+        when it is one, else by its index in the list."""
         single = not isinstance(images, (list, tuple))
         images = [images] if single else list(images)
         if not images:
