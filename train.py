@@ -330,10 +330,12 @@ def main(argv=None):
     print(f"saved {args.out}")
 
 
-def train(model, tok, proc, batches, evaluation, args):
+def train(model, tok, proc, batches, evaluation, args, on_log=None):
     """AdamW on the sigmoid loss with warm-up and cosine decay; returns the moving average of the weights.
 
     One progress line every log_every steps; the zero-shot accuracy of the average every eval_every steps.
+    on_log, if given, also receives each of them as a dict: {"step", "loss", "images_per_s", "temperature",
+    "bias", "seconds"} or {"step", "all", "colour", "shape"}.
     """
     opt = optimizer(model, args.lr, args.weight_decay)
     average = copy.deepcopy(model).eval()
@@ -352,14 +354,20 @@ def train(model, tok, proc, batches, evaluation, args):
         update_average(average, model, decay=min(args.ema, step / (step + 10)))
         if step % args.log_every == 0 or step == args.steps:
             now = time.time()
-            print(f"step {step:5d}  loss {loss.item():.4f}  {(step - last_step) * len(captions) / (now - last):5.0f} "
-                  f"images/s  t {model.logit_scale.exp().item():5.1f}  b {model.logit_bias.item():6.2f}  "
-                  f"{now - start:6.0f}s", flush=True)
+            row = {"step": step, "loss": loss.item(), "images_per_s": (step - last_step) * len(captions) / (now - last),
+                   "temperature": model.logit_scale.exp().item(), "bias": model.logit_bias.item(),
+                   "seconds": now - start}
+            print(f"step {step:5d}  loss {row['loss']:.4f}  {row['images_per_s']:5.0f} images/s  "
+                  f"t {row['temperature']:5.1f}  b {row['bias']:6.2f}  {row['seconds']:6.0f}s", flush=True)
+            if on_log:
+                on_log(row)
             last, last_step = now, step
         if evaluation and (step % args.eval_every == 0 or step == args.steps):
             acc = zero_shot_accuracy(average, tok, proc, evaluation[0], evaluation[2])
             print(f"eval {step:5d}  all {acc['all']:.3f}  colour {acc['colour']:.3f}  shape {acc['shape']:.3f}",
                   flush=True)
+            if on_log:
+                on_log({"step": step, **acc})
             last = time.time()  # images/s counts training only
     return average
 

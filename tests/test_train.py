@@ -17,6 +17,7 @@ from PIL import Image  # noqa: E402
 import siglip_min as sm  # noqa: E402
 from preprocess import SiglipImageProcessor  # noqa: E402
 from tokenizer import SiglipTokenizer  # noqa: E402
+import train  # noqa: E402
 from train import CLASSES, COLOURS, SUPERSAMPLE, caption, draw_image, shape_alpha  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
@@ -54,6 +55,25 @@ def test_smoke_run_writes_a_folder_transformers_reads(tmp_path):
     assert "step     3  loss" in out and "images/s" in out
     images = [draw_image(np.random.default_rng(i), *CLASSES[i], 32) for i in range(4)]
     assert_transformers_agrees(tmp_path / "smoke", images, [caption(*c) for c in CLASSES[:4]])
+
+
+def test_on_log_receives_what_train_prints(tmp_path, capsys):
+    """The callback that notebook 03 plots from gets every progress and evaluation line, with the printed values."""
+    args = train.parse_args(["--steps", "4", "--log-every", "2", "--eval-every", "2", "--threads", "1"])
+    model, tok, proc, _ = train.start_model(args, [caption(*c) for c in CLASSES], tmp_path)
+    rng = np.random.default_rng(0)
+    evaluation = train.draw_batch(rng, 32, 32)
+    rows = []
+    train.train(model, tok, proc, train.synthetic_batches(rng, 32, 32), evaluation, args, on_log=rows.append)
+    printed = capsys.readouterr().out.splitlines()
+    assert [r["step"] for r in rows] == [2, 2, 4, 4] and len(printed) == 4
+    for row, line in zip(rows, printed):
+        if "loss" in row:
+            assert line.startswith(f"step {row['step']:5d}  loss {row['loss']:.4f}")
+            assert f"b {row['bias']:6.2f}" in line and row["images_per_s"] > 0
+        else:
+            assert line == f"eval {row['step']:5d}  all {row['all']:.3f}  colour {row['colour']:.3f}  " \
+                           f"shape {row['shape']:.3f}"
 
 
 def test_trains_and_fine_tunes_on_a_folder_of_captioned_images(tmp_path):
