@@ -30,9 +30,7 @@ DRAWINGS = {  # name: draw_image options; "in distribution" is what training dra
     "noisy grey background": {"backgrounds": ("noisy_grey",)},  # grey noise, stronger than training's colour noise
 }
 SHORT_OF_TARGET = {  # drawings where the shipped model misses top-1 >= 90%, with what it measured
-    "smaller shapes": "top-1 0.406, colour 0.992, shape 0.414",
-    "larger shapes": "top-1 0.850, colour 1.000, shape 0.850",
-    "noisy grey background": "top-1 0.794, colour 0.998, shape 0.796",
+    "smaller shapes": "top-1 0.566, colour 0.982, shape 0.584",
 }
 
 

@@ -76,6 +76,18 @@ def test_on_log_receives_what_train_prints(tmp_path, capsys):
                            f"shape {row['shape']:.3f}"
 
 
+def test_weight_decay_falls_on_linear_and_patch_kernels_only():
+    """big_vision decays ".*/kernel$": the weights of Dense and Conv layers. Checked here by module type, not name."""
+    model = sm.SigLIP(train.model_config("tiny", vocab_size=20))
+    kernels = {id(m.weight) for m in model.modules() if isinstance(m, (torch.nn.Linear, torch.nn.Conv2d))}
+    decayed, plain = train.optimizer(model, lr=1e-3, weight_decay=0.1).param_groups
+    assert decayed["weight_decay"] == 0.1 and plain["weight_decay"] == 0.0
+    assert {id(p) for p in decayed["params"]} == kernels
+    assert len(decayed["params"]) + len(plain["params"]) == len(list(model.parameters()))
+    assert {id(model.text.embed.token), id(model.vision.embed.pos), id(model.vision.head.probe),
+            id(model.logit_scale), id(model.logit_bias)} <= {id(p) for p in plain["params"]}
+
+
 def test_trains_and_fine_tunes_on_a_folder_of_captioned_images(tmp_path):
     data = tmp_path / "data"
     data.mkdir()
