@@ -21,6 +21,7 @@ References
 """
 import argparse
 import copy
+import io
 import json
 import math
 import shutil
@@ -127,12 +128,17 @@ def train_vocabulary(captions, folder):
 
     A word model, because SentencePiece's unigram trainer, given the 13 words of 32 captions, settles on
     single letters ("a purple triangle" becomes 14 pieces); with words it is 3, and "a cat" is "a <unk>".
+    Written through model_writer rather than model_prefix, which the file would record: the same captions give
+    the same bytes wherever the folder is.
     """
+    model = io.BytesIO()
     spm.SentencePieceTrainer.train(
-        sentence_iterator=iter(sorted(set(captions))), model_prefix=str(Path(folder) / "spiece"), model_type="word",
+        sentence_iterator=iter(sorted(set(captions))), model_writer=model, model_type="word",
         vocab_size=8000, hard_vocab_limit=False, character_coverage=1.0, pad_id=0, eos_id=1, unk_id=2, bos_id=-1,
         minloglevel=2)
-    return Path(folder) / "spiece.model"
+    path = Path(folder) / "spiece.model"
+    path.write_bytes(model.getvalue())
+    return path
 
 
 SIZES = {  # vision: image side, patch, width, depth, heads; text: width = vision width (it is also P), depth

@@ -18,7 +18,7 @@ import siglip_min as sm  # noqa: E402
 from preprocess import SiglipImageProcessor  # noqa: E402
 from tokenizer import SiglipTokenizer  # noqa: E402
 from test_train import assert_transformers_agrees  # noqa: E402
-from train import CLASSES, caption, draw_image  # noqa: E402
+from train import CLASSES, caption, draw_image, train_vocabulary  # noqa: E402
 
 SHIPPED = Path(__file__).resolve().parents[1] / "checkpoints" / "siglip-tiny-shapes"
 FRESH_SEED = 20240611  # never used in training
@@ -53,6 +53,16 @@ def test_shipped_folder_is_small_and_complete():
     assert names <= {p.name for p in SHIPPED.iterdir()}
     assert sum(p.stat().st_size for p in SHIPPED.iterdir()) < 8e6
     assert json.loads((SHIPPED / "config.json").read_text())["siglip_min"] == {"template": "{}"}
+
+
+def test_shipped_vocabulary_is_what_train_py_writes(tmp_path):
+    """train.py's vocabulary file has the same bytes wherever it is written, and the shipped one is it."""
+    captions = [caption(*c) for c in CLASSES]
+    first, second = tmp_path / "a", tmp_path / "b"
+    first.mkdir(), second.mkdir()
+    written = train_vocabulary(captions, first).read_bytes()
+    assert train_vocabulary(captions[::-1], second).read_bytes() == written
+    assert (SHIPPED / "spiece.model").read_bytes() == written
 
 
 def marked(drawing):
