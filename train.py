@@ -291,7 +291,7 @@ def parse_args(argv=None):
     p.add_argument("--init", help="a SigLIP checkpoint folder (or cached Hub id) to fine-tune")
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--weight-decay", type=float, default=0.1,
-                   help="AdamW (decay x lr per step); 0.1 at lr 1e-3 is SigLIP's wd 1e-4 in big_vision terms")
+                   help="AdamW (decay x lr per step); 0.1 at lr 1e-3 is a big_vision wd of 1e-4")
     p.add_argument("--warmup", type=int, default=200)
     p.add_argument("--ema", type=float, default=0.999, help="decay of the weight average that is saved")
     p.add_argument("--threads", type=int, default=2, help="torch threads; results are reproducible for a fixed count")
@@ -317,7 +317,7 @@ def optimizer(model, lr, weight_decay):
     wd_mults (".*/kernel$"): not on biases, norms, embedding tables, positions, the probe, logit scale and bias.
 
     torch's AdamW multiplies the decay by the learning rate; big_vision (optax.py) scales it by the schedule
-    alone. SigLIP's wd = 1e-4 at lr = 1e-3 ([1] §4) is therefore weight_decay = 1e-4 / 1e-3 = 0.1 here.
+    alone. A big_vision wd = 1e-4 at lr = 1e-3 is therefore weight_decay = 1e-4 / 1e-3 = 0.1 here.
     """
     named = [(name, p) for name, p in model.named_parameters() if p.requires_grad]
     is_kernel = {name: name.endswith(".weight") and p.dim() >= 2 for name, p in named}  # (out, in), (out, 3, p, p)
