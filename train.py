@@ -142,7 +142,7 @@ def train_vocabulary(captions, folder):
 
 
 SIZES = {  # vision: image side, patch, width, depth, heads; text: width = vision width (it is also P), depth
-    "tiny": dict(image_size=32, patch_size=8, width=128, depth=4, heads=4, text_depth=2),
+    "tiny": dict(image_size=48, patch_size=12, width=128, depth=4, heads=4, text_depth=2),
     "small": dict(image_size=48, patch_size=6, width=192, depth=6, heads=6, text_depth=2),
 }
 TEXT_LENGTH = 8  # tokens: "a {colour} {shape}" takes 4 or 5 with eos; the text tower costs in proportion
@@ -282,7 +282,7 @@ def write_json(path, value):
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--steps", type=int, default=32000)
+    p.add_argument("--steps", type=int, default=26000)
     p.add_argument("--batch-size", type=int, default=len(CLASSES))
     p.add_argument("--size", choices=sorted(SIZES), default="tiny", help="model size (ignored with --init)")
     p.add_argument("--seed", type=int, default=0)

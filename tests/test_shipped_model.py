@@ -30,7 +30,7 @@ DRAWINGS = {  # name: draw_image options; "in distribution" is what training dra
     "noisy grey background": {"backgrounds": ("noisy_grey",)},  # grey noise, stronger than training's colour noise
 }
 SHORT_OF_TARGET = {  # drawings where the shipped model misses top-1 >= 90%, with what it measured
-    "smaller shapes": "top-1 0.566, colour 0.982, shape 0.584",
+    "smaller shapes": "top-1 0.656, colour 0.998, shape 0.656",
 }
 
 
