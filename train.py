@@ -199,11 +199,9 @@ def learning_rate(step, steps, peak, warmup):
 # ----------------------------------------------------------------------------------------------------------------
 # Zero-shot evaluation: every image against all 32 captions; colour and shape scored apart.
 
-@torch.no_grad()
 def zero_shot_accuracy(model, tok, proc, images, classes):
     """{"all", "colour", "shape"}: top-1 accuracy of the best of the 32 captions, and of its colour and shape."""
-    texts = torch.from_numpy(tok([caption(*c) for c in CLASSES]))
-    logits = model(texts, torch.from_numpy(proc(images))).logits_per_image  # (B, 32)
+    logits = sm.zero_shot_logits(model, tok, proc, images, [caption(*c) for c in CLASSES], template="{}")  # (B, 32)
     predicted = [CLASSES[i] for i in logits.argmax(dim=1).tolist()]
     truth = [CLASSES[c] for c in classes]
     return {"all": np.mean([p == t for p, t in zip(predicted, truth)]),

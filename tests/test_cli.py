@@ -182,11 +182,12 @@ def test_classify_with_the_shipped_model_ranks_the_right_caption_first(tmp_path)
     import train
 
     rng = np.random.default_rng(31337)  # a seed training never used
+    image_size = sm.read_config(sm.DEFAULT_MODEL)["vision_config"]["image_size"]
     truths = [train.CLASSES[i] for i in rng.permutation(len(train.CLASSES))[:16]]
     paths = []
     for i, (colour, shape) in enumerate(truths):
         paths.append(tmp_path / f"{i}.png")
-        Image.fromarray(train.draw_image(rng, colour, shape, 32)).save(paths[-1])
+        Image.fromarray(train.draw_image(rng, colour, shape, image_size)).save(paths[-1])
     labels = sm.DEFAULT_MODEL / "examples" / "labels.txt"
     result = run_cli("classify", *paths, "--labels-file", labels, "--json", "--top-k", "1")
     assert result.returncode == 0, result.stderr

@@ -61,10 +61,10 @@ def test_on_log_receives_what_train_prints(tmp_path, capsys):
     """The callback that notebook 03 plots from gets every progress and evaluation line, with the printed values."""
     args = train.parse_args(["--steps", "4", "--log-every", "2", "--eval-every", "2", "--threads", "1"])
     model, tok, proc, _ = train.start_model(args, [caption(*c) for c in CLASSES], tmp_path)
-    rng = np.random.default_rng(0)
-    evaluation = train.draw_batch(rng, 32, 32)
+    rng, image_size = np.random.default_rng(0), model.config.vision_config.image_size
+    evaluation = train.draw_batch(rng, 32, image_size)
     rows = []
-    train.train(model, tok, proc, train.synthetic_batches(rng, 32, 32), evaluation, args, on_log=rows.append)
+    train.train(model, tok, proc, train.synthetic_batches(rng, 32, image_size), evaluation, args, on_log=rows.append)
     printed = capsys.readouterr().out.splitlines()
     assert [r["step"] for r in rows] == [2, 2, 4, 4] and len(printed) == 4
     for row, line in zip(rows, printed):
