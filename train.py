@@ -101,12 +101,15 @@ def background(rng, colour, image_size, kind):
     return np.clip(base + noise, 0, 255).astype(np.float32)  # (H, W, 3)
 
 
-def draw_image(rng, colour, shape, image_size, radii=TRAIN_RADII, colour_jitter=0, backgrounds=("plain", "noisy")):
-    """uint8 (H, W, 3): one shape at a random position, size and rotation on a random background."""
+def draw_image(rng, colour, shape, image_size, radii=TRAIN_RADII, colour_jitter=0, backgrounds=("plain", "noisy"),
+               centre=None):
+    """uint8 (H, W, 3): one shape at a random position, size and rotation on a random background. centre (x, y) in
+    pixels, if given, places the shape instead (to probe the model, e.g. against its patch grid)."""
     rgb = np.clip(np.asarray(COLOURS[colour], dtype=np.float32) + rng.uniform(-colour_jitter, colour_jitter, 3), 0, 255)
     radius = rng.uniform(*radii) * image_size
     margin = radius * (0.8 if shape == "triangle" else 1.0)  # keep most of the shape inside the frame
-    centre = rng.uniform(margin, image_size - margin, size=2)
+    if centre is None:
+        centre = rng.uniform(margin, image_size - margin, size=2)
     alpha = shape_alpha(shape, image_size, centre, radius, rng.uniform(0, 2 * math.pi))[:, :, None]  # (H, W, 1)
     canvas = background(rng, rgb, image_size, backgrounds[rng.integers(len(backgrounds))])  # (H, W, 3)
     return np.round(alpha * rgb + (1 - alpha) * canvas).astype(np.uint8)  # (H, W, 3)

@@ -118,3 +118,18 @@ def test_drawn_shapes_have_their_geometric_area():
         for angle in (0.0, 0.3, 2.0):
             covered = shape_alpha(shape, 64, (32.0, 32.0), R, angle).sum()
             assert abs(covered - area) <= perimeter / SUPERSAMPLE, (shape, angle, covered, area)
+
+
+def test_a_shape_drawn_at_a_given_centre_is_centred_there():
+    """The centre option puts the shape's centre of mass where asked (a circle's, and a square's, is its centre)."""
+    colour, rgb = "red", np.asarray(COLOURS["red"], dtype=np.float32)
+    for shape in ("circle", "square"):
+        for centre in ((12.0, 12.0), (30.0, 18.0)):
+            image = draw_image(np.random.default_rng(0), colour, shape, 48, radii=(0.15, 0.15), centre=centre,
+                               backgrounds=("plain",)).astype(np.float32)
+            background = image[0, 0] if np.abs(image[0, 0] - rgb).sum() > 30 else image[-1, -1]
+            weight = 1 - np.abs(image - rgb).sum(-1) / np.abs(background - rgb).sum()  # (H, W): 1 on the shape
+            weight = np.clip(weight, 0, 1)
+            ys, xs = np.mgrid[0:48, 0:48] + 0.5  # pixel centres
+            found = (np.sum(weight * xs) / weight.sum(), np.sum(weight * ys) / weight.sum())
+            assert np.allclose(found, centre, atol=0.3), (shape, centre, found)
