@@ -296,9 +296,18 @@ def parse_args(argv=None):
     p.add_argument("--warmup", type=int, default=200)
     p.add_argument("--ema", type=float, default=0.999, help="decay of the weight average that is saved")
     p.add_argument("--threads", type=int, default=2, help="torch threads; results are reproducible for a fixed count")
+    p.add_argument("--patch-dropout", type=float, default=0.0,
+                   help="fraction of each image's patch tokens left out in training (FLIP); 0 keeps all")
+    p.add_argument("--unmasked-tail", type=float, default=0.2,
+                   help="with --patch-dropout: the last fraction of steps keeps every token (FLIP's unmasked tuning)")
     p.add_argument("--log-every", type=int, default=250)
     p.add_argument("--eval-every", type=int, default=1000, help="zero-shot accuracy on shapes (synthetic data only)")
-    return p.parse_args(argv)
+    args = p.parse_args(argv)
+    if not 0 <= args.patch_dropout < 1:
+        p.error(f"--patch-dropout {args.patch_dropout}: the fraction of tokens left out must be in [0, 1)")
+    if not 0 <= args.unmasked_tail <= 1:
+        p.error(f"--unmasked-tail {args.unmasked_tail}: the fraction of steps must be in [0, 1]")
+    return args
 
 
 def start_model(args, captions, scratch):
@@ -362,7 +371,10 @@ def train(model, tok, proc, batches, evaluation, args, on_log=None):
         ids, pixels = torch.from_numpy(tok(captions)), torch.from_numpy(proc(images))
         for group in opt.param_groups:
             group["lr"] = learning_rate(step - 1, args.steps, args.lr, min(args.warmup, args.steps // 10 + 1))
-        loss = model(ids, pixels, return_loss=True).loss
+        if args.patch_dropout and step <= (1 - args.unmasked_tail) * args.steps:
+            loss = patch_dropout_loss(model, ids, pixels, args.patch_dropout)
+        else:
+            loss = model(ids, pixels, return_loss=True).loss
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -386,6 +398,23 @@ def train(model, tok, proc, batches, evaluation, args, on_log=None):
                 on_log({"step": step, **acc})
             last = time.time()  # images/s counts training only
     return average
+
+
+def patch_dropout_loss(model, ids, pixels, drop):
+    """The sigmoid loss with a random `drop` fraction of each image's patch tokens left out before the vision
+    blocks (FLIP: Li et al., "Scaling Language-Image Pre-training via Masking", CVPR 2023, §3). The MAP head
+    pools whatever tokens are left, so the model must read a shape from the part of it that it sees."""
+    vision = model.vision
+    x = vision.embed(pixels)  # (B, N, D)
+    B, N, D = x.shape
+    kept = max(1, N - round(drop * N))
+    keep = torch.rand(B, N, device=x.device).argsort(dim=1)[:, :kept]  # (B, K): a fresh random subset per image
+    x = x.gather(1, keep[:, :, None].expand(B, kept, D))  # (B, K, D)
+    for block in vision.blocks:
+        x = block(x)  # (B, K, D)
+    image_embeds = sm.l2_normalize(vision.head(vision.norm(x)))  # (B, P)
+    text_embeds = sm.l2_normalize(model.text(ids))  # (B, P)
+    return sm.sigmoid_loss(image_embeds, text_embeds, model.logit_scale, model.logit_bias)
 
 
 @torch.no_grad()

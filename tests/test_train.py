@@ -132,3 +132,48 @@ def test_a_shape_drawn_at_a_given_centre_is_centred_there():
             ys, xs = np.mgrid[0:48, 0:48] + 0.5  # pixel centres
             found = (np.sum(weight * xs) / weight.sum(), np.sum(weight * ys) / weight.sum())
             assert np.allclose(found, centre, atol=0.3), (shape, centre, found)
+
+
+def test_patch_dropout_feeds_the_blocks_a_random_subset_of_each_images_tokens():
+    """FLIP's patch dropout: the first vision block sees round((1 - drop) N) of each image's own tokens, a different
+    subset per image; with nothing dropped the loss is the model's own (SiglipModel's, tested in test_loss)."""
+    model = train.init_weights(sm.SigLIP(train.model_config("tiny", vocab_size=20))).train()
+    rng = np.random.default_rng(3)
+    images, captions, _ = train.draw_batch(rng, 8, 48)
+    ids = torch.randint(3, 20, (8, train.TEXT_LENGTH))
+    pixels = torch.from_numpy(SiglipImageProcessor(size=48)(images))
+    seen = {}
+    model.vision.embed.register_forward_hook(lambda m, i, out: seen.update(tokens=out))
+    model.vision.blocks[0].register_forward_pre_hook(lambda m, i: seen.update(block_in=i[0]))
+    torch.manual_seed(0)
+    train.patch_dropout_loss(model, ids, pixels, drop=0.25)
+    tokens, block_in = seen["tokens"], seen["block_in"]  # (B, 16, D), (B, K, D)
+    assert tokens.shape[1] == 16 and block_in.shape[1] == 12
+    subsets = []
+    for image_tokens, kept in zip(tokens, block_in):
+        match = (kept[:, None, :] == image_tokens[None, :, :]).all(-1)  # (K, N): which token each kept row is
+        assert (match.sum(1) == 1).all()
+        subsets.append(frozenset(match.float().argmax(1).tolist()))
+    assert all(len(s) == 12 for s in subsets) and len(set(subsets)) > 1
+    with torch.no_grad():
+        full = model(ids, pixels, return_loss=True).loss
+        assert torch.allclose(train.patch_dropout_loss(model, ids, pixels, drop=0.0), full, atol=1e-6)
+
+
+def test_patch_dropout_out_of_range_is_a_clear_error():
+    for bad in (["--patch-dropout", "1"], ["--patch-dropout", "-0.1"], ["--unmasked-tail", "1.5"]):
+        result = subprocess.run([sys.executable, "train.py", *bad, "--steps", "1"], cwd=REPO, capture_output=True,
+                                text=True, timeout=120)
+        assert result.returncode == 2 and bad[0] in result.stderr and "Traceback" not in result.stderr
+
+
+def test_patch_dropout_runs_until_the_unmasked_tail(tmp_path, monkeypatch):
+    """--patch-dropout 0.25 --unmasked-tail 0.2 over 5 steps: steps 1-4 drop tokens, step 5 keeps every token."""
+    args = train.parse_args(["--steps", "5", "--patch-dropout", "0.25", "--unmasked-tail", "0.2", "--threads", "1"])
+    model, tok, proc, _ = train.start_model(args, [caption(*c) for c in CLASSES], tmp_path)
+    calls = []
+    real = train.patch_dropout_loss
+    monkeypatch.setattr(train, "patch_dropout_loss", lambda *a, **k: calls.append(a[3]) or real(*a, **k))
+    rng, image_size = np.random.default_rng(0), model.config.vision_config.image_size
+    train.train(model, tok, proc, train.synthetic_batches(rng, 32, image_size), None, args)
+    assert calls == [0.25] * 4
