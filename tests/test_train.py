@@ -138,17 +138,17 @@ def test_patch_dropout_feeds_the_blocks_a_random_subset_of_each_images_tokens():
     """FLIP's patch dropout: the first vision block sees round((1 - drop) N) of each image's own tokens, a different
     subset per image; with nothing dropped the loss is the model's own (SiglipModel's, tested in test_loss)."""
     model = train.init_weights(sm.SigLIP(train.model_config("tiny", vocab_size=20))).train()
-    rng = np.random.default_rng(3)
-    images, captions, _ = train.draw_batch(rng, 8, 48)
+    image_size = model.config.vision_config.image_size
+    images, captions, _ = train.draw_batch(np.random.default_rng(3), 8, image_size)
     ids = torch.randint(3, 20, (8, train.TEXT_LENGTH))
-    pixels = torch.from_numpy(SiglipImageProcessor(size=48)(images))
+    pixels = torch.from_numpy(SiglipImageProcessor(size=image_size)(images))
     seen = {}
     model.vision.embed.register_forward_hook(lambda m, i, out: seen.update(tokens=out))
     model.vision.blocks[0].register_forward_pre_hook(lambda m, i: seen.update(block_in=i[0]))
     torch.manual_seed(0)
     train.patch_dropout_loss(model, ids, pixels, drop=0.25)
     tokens, block_in = seen["tokens"], seen["block_in"]  # (B, 16, D), (B, K, D)
-    assert tokens.shape[1] == 16 and block_in.shape[1] == 12
+    assert tokens.shape[1] == 16 and block_in.shape[1] == 12  # tiny: a 4 x 4 grid, a quarter left out
     subsets = []
     for image_tokens, kept in zip(tokens, block_in):
         match = (kept[:, None, :] == image_tokens[None, :, :]).all(-1)  # (K, N): which token each kept row is
