@@ -23,6 +23,7 @@ from pathlib import Path
 import torch
 
 import siglip_min as sm
+from parity import seeded_inputs
 
 SO400M = dict(hidden_size=1152, intermediate_size=4304, num_hidden_layers=27, num_attention_heads=16)
 SHAPES = {  # transformers SiglipConfig arguments
@@ -48,7 +49,7 @@ def make_checkpoint(shape, folder):
 def load(impl, folder, attn, dtype, device):
     """siglip-min's or transformers' model, on device in dtype."""
     if impl == "siglip-min":
-        return sm.SigLIP.from_pretrained(folder, device=device, dtype=dtype, attn_implementation=attn)
+        return sm.SiglipModel.from_pretrained(folder, device=device, dtype=dtype, attn_implementation=attn)
     import transformers
 
     transformers.logging.set_verbosity_error()
@@ -64,11 +65,9 @@ def feature_functions(impl, model):
 
 
 def make_inputs(config, batch, device, dtype):
-    g = torch.Generator().manual_seed(batch)
-    v, t = config.vision_config, config.text_config
-    pixels = torch.randn(batch, 3, v.image_size, v.image_size, generator=g).to(device, dtype)  # (B, 3, H, W)
-    ids = torch.randint(0, t.vocab_size, (batch, t.max_position_embeddings), generator=g).to(device)  # (B, L)
-    return pixels, ids
+    """parity.seeded_inputs as tensors: pixels (B, 3, H, W) on device in dtype, ids (B, L) on device."""
+    pixels, ids = seeded_inputs(config, batch, seed=batch)
+    return torch.from_numpy(pixels).to(device, dtype), torch.from_numpy(ids).to(device)
 
 
 def seconds(fn, x, device):
@@ -105,7 +104,7 @@ def load_child(args):
     model = load(args.impl, args.model, args.attn[0], dtype, args.device)
     load_s = time.perf_counter() - start
     image_features, text_features = feature_functions(args.impl, model)
-    config = sm.SiglipConfig.from_hf(sm.read_config(sm.resolve_model_dir(args.model)))
+    config = sm.SiglipConfig.from_pretrained(args.model)
     pixels, ids = make_inputs(config, args.batch_sizes[-1], args.device, dtype)
     with torch.no_grad():
         image_features(pixels), text_features(ids)
@@ -152,7 +151,7 @@ def row(what, attn, dtype, batch, ours, theirs, ratios):
 
 
 def run(args, folder):
-    config = sm.SiglipConfig.from_hf(sm.read_config(sm.resolve_model_dir(folder)))
+    config = sm.SiglipConfig.from_pretrained(folder)
     print(machine())
     print(f"checkpoint: {args.model or 'random ' + args.shape + ' shape'}; device {args.device}"
           + ("; torch.compile" if args.compile else ""))

@@ -1,6 +1,7 @@
-"""Find a model folder: a local path, or a Hub id in the local Hugging Face cache.
+"""Find a model folder (a local path, or a Hub id in the local Hugging Face cache), read its JSON files, and the
+one error type for bad input that every file of siglip-min raises.
 
-Shared by siglip_min.py, tokenizer.py and preprocess.py, so it imports neither torch nor anything
+Shared by siglip_min.py, tokenizer.py, preprocess.py and the tools, so it imports neither torch nor anything
 outside the standard library. The cache layout is huggingface_hub's:
 
     $HF_HUB_CACHE (else $HF_HOME/hub, else ~/.cache/huggingface/hub)
@@ -9,8 +10,28 @@ outside the standard library. The cache layout is huggingface_hub's:
 
 Only when the id is in neither place, and huggingface_hub is installed, is it downloaded.
 """
+import json
 import os
 from pathlib import Path
+
+
+class InputError(ValueError):
+    """Bad input from the user: a file, a key, a shape, a value. The tools print it as one line and exit 2;
+    anything else that goes wrong is a bug and keeps its traceback."""
+
+
+def read_json(path):
+    """The JSON object in the file at path; InputError naming the file when it is not one."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path.parent}: no {path.name} in the folder")
+    try:
+        value = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise InputError(f"{path}: not valid JSON ({e})") from None
+    if not isinstance(value, dict):
+        raise InputError(f"{path}: expected a JSON object, got a {type(value).__name__}")
+    return value
 
 
 def hub_cache_dir():
@@ -61,20 +82,32 @@ def resolve_model_dir(path_or_repo_id):
     raise FileNotFoundError(
         f"{path_or_repo_id}: no such folder, and not in the Hugging Face cache "
         f"({hub_cache_dir() / ('models--' + str(path_or_repo_id).replace('/', '--'))}). "
-        f"Get the weights with `huggingface-cli download {path_or_repo_id}` on a machine with network "
+        f"Get the weights with `hf download {path_or_repo_id}` on a machine with network "
         f"access (or copy the folder here and pass its path)."
     )
 
 
 def try_download(repo_id):
-    """Download through huggingface_hub when it is installed and allowed online; None otherwise."""
+    """Download through huggingface_hub when it is installed and not offline; None when it cannot be tried.
+
+    A download that was tried and failed says why: a gated repository, one that does not exist (or is private),
+    or no network. huggingface_hub's errors are OSErrors; the first two are checked first, as they are also that.
+    """
     if os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false", "False"):
         return None
     try:
-        from huggingface_hub import snapshot_download
+        from huggingface_hub import errors, snapshot_download
     except ImportError:
         return None
     try:
         return Path(snapshot_download(repo_id, allow_patterns=["*.json", "*.safetensors", "*.model"]))
-    except Exception:  # no network, unknown repo, gated repo: all end in the same "how to get it" error
-        return None
+    except errors.GatedRepoError:
+        raise InputError(f"{repo_id}: a gated repository on the Hub; accept its terms on its page, then log in "
+                         f"(`hf auth login`) and try again") from None
+    except errors.RepositoryNotFoundError:
+        raise InputError(f"{repo_id}: no such repository on the Hub, or a private one and you are not logged in "
+                         f"(`hf auth login`)") from None
+    except OSError as e:
+        reason = " ".join(str(e).split())[:200]
+        raise InputError(f"{repo_id}: not in the Hugging Face cache ({hub_cache_dir()}), and the download failed, "
+                         f"no network? ({reason}). Set HF_HUB_OFFLINE=1 to look in the cache only.") from None

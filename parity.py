@@ -8,7 +8,7 @@ write its own with the same names, and the report names the first layer where th
     python parity.py compare  golden.safetensors port.safetensors [--atol 1e-5] [--rtol 1e-4]
     python parity.py check-hf --model M        # siglip-min against transformers, same table
 
-Activation names (DESIGN.md "Parity traces"), in pipeline order:
+Activation names (the README's "Checking your own implementation" lists them for porters), in pipeline order:
 
     pixel_values input_ids attention_mask                         the inputs, as fed
     vision.patch_embeds    (B, N, D)  conv output, flattened, before position embeddings
@@ -33,18 +33,16 @@ import numpy as np
 import torch
 
 import siglip_min as sm
-from hub import resolve_model_dir
+from hub import InputError, resolve_model_dir
+from preprocess import SiglipImageProcessor
+from tokenizer import SiglipTokenizer
 
 INPUT_NAMES = ("pixel_values", "input_ids", "attention_mask")
 VISION_STAGES = ("patch_embeds", "embeddings", "layers", "post_layernorm", "pooled")
 TEXT_STAGES = ("embeddings", "layers", "final_layer_norm", "pooled", "features")
 OUTPUT_NAMES = ("image_embeds", "text_embeds", "logits_per_image", "logits_per_text")
-DEFAULT_ATOL, DEFAULT_RTOL = 1e-5, 1e-4  # float32 parity, DESIGN.md
+DEFAULT_ATOL, DEFAULT_RTOL = 1e-5, 1e-4  # float32 on CPU: what siglip-min and transformers agree to
 TINY = 1e-30  # keeps the relative error finite when the reference is all zeros
-
-
-class UsageError(ValueError):
-    """A problem with what the user asked for: the command line prints it as one line and exits 2."""
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -172,21 +170,21 @@ def write_golden(path, tensors, metadata):
 
 
 def read_golden(path):
-    """({name: float64 or int64 np.ndarray}, metadata) of a safetensors file; UsageError when it cannot be read.
+    """({name: float64 or int64 np.ndarray}, metadata) of a safetensors file; InputError when it cannot be read.
 
     Read through torch so that a port's bfloat16 or float16 file loads too.
     """
     from safetensors import SafetensorError, safe_open
 
     if not Path(path).is_file():
-        raise UsageError(f"{path}: no such file")
+        raise InputError(f"{path}: no such file")
     try:
         with safe_open(str(path), framework="pt") as f:
             tensors = {name: f.get_tensor(name) for name in f.keys()}
             metadata = f.metadata() or {}
     except (SafetensorError, OSError, ValueError, RuntimeError) as e:
         reason = str(e).splitlines()[0] if str(e) else repr(e)
-        raise UsageError(f"{path}: not a readable safetensors file ({reason})") from None
+        raise InputError(f"{path}: not a readable safetensors file ({reason})") from None
     arrays = {name: t.double().numpy() if t.is_floating_point() else t.numpy() for name, t in tensors.items()}
     return arrays, metadata
 
@@ -260,57 +258,50 @@ def format_report(rows):
 # Inputs from the command line: images or a .npy of pixel values; texts or comma-separated token ids.
 
 def parse_id_rows(rows, option):
-    """'5,9,2,1' per row -> np.int64 (B, L); UsageError for anything else."""
+    """'5,9,2,1' per row -> np.int64 (B, L); InputError for anything else."""
     try:
         parsed = [[int(x) for x in row.split(",")] for row in rows]
     except ValueError:
-        raise UsageError(f"{option}: expected comma-separated integers such as 5,9,2,1, "
+        raise InputError(f"{option}: expected comma-separated integers such as 5,9,2,1, "
                          f"got {' '.join(rows)!r}") from None
     if len({len(row) for row in parsed}) != 1:
-        raise UsageError(f"{option}: every row needs the same length, got {[len(row) for row in parsed]}")
+        raise InputError(f"{option}: every row needs the same length, got {[len(row) for row in parsed]}")
     return np.array(parsed, dtype=np.int64)  # (B, L)
 
 
 def load_pixel_values(path):
     if not Path(path).is_file():
-        raise UsageError(f"{path}: no such file")
+        raise InputError(f"{path}: no such file")
     try:
         pixel_values = np.load(path, allow_pickle=False)
     except (ValueError, OSError) as e:
-        raise UsageError(f"{path}: not a .npy array ({e})") from None
+        raise InputError(f"{path}: not a .npy array ({e})") from None
     if pixel_values.ndim != 4 or not np.issubdtype(pixel_values.dtype, np.number):
-        raise UsageError(f"{path}: pixel values must be a numeric array (B, C, H, W), got {pixel_values.shape} "
+        raise InputError(f"{path}: pixel values must be a numeric array (B, C, H, W), got {pixel_values.shape} "
                          f"{pixel_values.dtype}")
     return pixel_values.astype(np.float32)  # (B, C, H, W)
 
 
-def preprocess_images(images, folder, config):
-    """pixel_values and the settings used: the folder's preprocessor_config.json, else SigLIP's at the model's size."""
-    config_file = folder / "preprocessor_config.json"
-    if config_file.is_file():
-        settings = {"source": str(config_file), **json.loads(config_file.read_text())}
-    else:
-        settings = {"source": "preprocess.SiglipImageProcessor defaults (bicubic, 1/255, mean 0.5, std 0.5)",
-                    "size": config.vision_config.image_size}
-    processor = sm.image_processor_for(folder, config)
-    return processor(list(images)), {**settings, "images": [str(image) for image in images]}
+def preprocess_images(images, folder):
+    """pixel_values and the settings used: SiglipImageProcessor.from_pretrained's for the folder."""
+    processor = SiglipImageProcessor.from_pretrained(folder)
+    return processor(list(images)), {**processor.to_dict(), "images": [str(image) for image in images]}
 
 
 def tokenize(texts, folder, model):
-    """input_ids and the tokenizer settings; UsageError pointing at --input-ids when the folder has no tokenizer."""
+    """input_ids and the tokenizer settings; InputError pointing at --input-ids when the folder has no tokenizer."""
     if not (folder / "spiece.model").is_file():
-        raise UsageError(f"--text: {model} has no spiece.model (SentencePiece tokenizer); "
+        raise InputError(f"--text: {model} has no spiece.model (SentencePiece tokenizer); "
                          f"pass token ids with --input-ids 5,9,2,1 instead")
-    from tokenizer import SiglipTokenizer
-
     tokenizer = SiglipTokenizer.from_pretrained(folder)
     settings = {"source": str(folder / "spiece.model"), "texts": list(texts),
                 **{key: getattr(tokenizer, key) for key in ("model_max_length", "do_lower_case", "pad_id", "eos_id")}}
     return tokenizer(list(texts)), settings
 
 
-def generated_inputs(config, batch=2, seed=0):
-    """Deterministic inputs any checkpoint accepts: uniform [-1, 1] pixels at its image size, random token ids."""
+def seeded_inputs(config, batch=2, seed=0):
+    """NumPy (pixel_values, input_ids) any checkpoint of `config` accepts: uniform [-1, 1] pixels at its image size,
+    random token ids at its full text length. parity.py and bench.py both take their inputs from here."""
     generator = np.random.default_rng(seed)
     v, t = config.vision_config, config.text_config
     pixel_values = generator.uniform(-1, 1, (batch, v.num_channels, v.image_size, v.image_size)).astype(np.float32)
@@ -322,11 +313,11 @@ def command_line_inputs(args, folder, config, generate_missing):
     """({input name: np.ndarray}, {'tokenizer': ..., 'preprocessing': ...}) from the input options.
 
     --image or --pixel-values, --text or --input-ids, --attention-mask; with generate_missing, what is not given is
-    generated (generated_inputs).
+    generated (seeded_inputs).
     """
     inputs, settings = {}, {"tokenizer": "none (no text input)", "preprocessing": "none (no image input)"}
     if args.image:
-        inputs["pixel_values"], settings["preprocessing"] = preprocess_images(args.image, folder, config)
+        inputs["pixel_values"], settings["preprocessing"] = preprocess_images(args.image, folder)
     elif args.pixel_values:
         inputs["pixel_values"] = load_pixel_values(args.pixel_values)
         settings["preprocessing"] = "none (--pixel-values)"
@@ -337,22 +328,19 @@ def command_line_inputs(args, folder, config, generate_missing):
         settings["tokenizer"] = "none (--input-ids)"
     if args.attention_mask:
         if "input_ids" not in inputs:
-            raise UsageError("--attention-mask needs --input-ids or --text")
+            raise InputError("--attention-mask needs --input-ids or --text")
         inputs["attention_mask"] = parse_id_rows(args.attention_mask, "--attention-mask")
     if generate_missing:
-        pixel_values, input_ids = generated_inputs(config)
+        pixel_values, input_ids = seeded_inputs(config)
         for name, generated, what in (("pixel_values", pixel_values, "preprocessing"),
                                       ("input_ids", input_ids, "tokenizer")):
             if name not in inputs:
                 inputs[name], settings[what] = generated, "none (generated, seed 0)"
     if not inputs:
-        raise UsageError("no inputs: pass --image or --pixel-values, and/or --text or --input-ids")
+        raise InputError("no inputs: pass --image or --pixel-values, and/or --text or --input-ids")
+    if "input_ids" in inputs:
+        sm.check_token_ids(inputs["input_ids"], config.text_config.vocab_size)
     return inputs, settings
-
-
-def read_model_config(folder):
-    """The checkpoint's SiglipConfig, read before loading weights so that input errors come first."""
-    return sm.SiglipConfig.from_hf(sm.read_config(folder))
 
 
 def as_torch(inputs, device="cpu"):
@@ -364,8 +352,8 @@ def as_torch(inputs, device="cpu"):
 
 def run_export(args):
     folder = resolve_model_dir(args.model)
-    inputs, settings = command_line_inputs(args, folder, read_model_config(folder), generate_missing=False)
-    model = sm.SigLIP.from_pretrained(folder, device=args.device, dtype=sm.DTYPES[args.dtype],
+    inputs, settings = command_line_inputs(args, folder, sm.SiglipConfig.from_pretrained(folder), generate_missing=False)
+    model = sm.SiglipModel.from_pretrained(folder, device=args.device, dtype=sm.DTYPES[args.dtype],
                                       attn_implementation=args.attn)
     activations = trace(model, **as_torch(inputs, args.device))
     metadata = {"format": "siglip-min parity golden file", "model": args.model, "model_folder": str(folder),
@@ -384,13 +372,15 @@ def run_compare(args):
 
 
 def run_check_hf(args):
-    import transformers
-
+    try:
+        import transformers
+    except ImportError:
+        raise InputError("check-hf needs transformers: pip install transformers==5.24.0 protobuf") from None
     transformers.logging.set_verbosity_error()  # its config and loading chatter would bury the table
     transformers.utils.logging.disable_progress_bar()
     folder = resolve_model_dir(args.model)
-    inputs, _ = command_line_inputs(args, folder, read_model_config(folder), generate_missing=True)
-    ours = sm.SigLIP.from_pretrained(folder, attn_implementation=args.attn)
+    inputs, _ = command_line_inputs(args, folder, sm.SiglipConfig.from_pretrained(folder), generate_missing=True)
+    ours = sm.SiglipModel.from_pretrained(folder, attn_implementation=args.attn)
     theirs = transformers.SiglipModel.from_pretrained(folder, attn_implementation="eager", dtype=torch.float32).eval()
     tensors = as_torch(inputs)
     reference, candidate = {**inputs, **trace_hf(theirs, **tensors)}, {**inputs, **trace(ours, **tensors)}
@@ -464,7 +454,7 @@ def main(argv=None):
     run = {"export": run_export, "compare": run_compare, "check-hf": run_check_hf}[args.command]
     try:
         return run(args)
-    except (ValueError, OSError, ImportError) as e:  # bad inputs, missing or broken files: one line, no traceback
+    except (InputError, OSError) as e:  # bad inputs, missing or broken files: one line; a bug keeps its traceback
         message = str(e).replace("\n", " ")
         print(f"parity.py {args.command}: error: {message}", file=sys.stderr)
         return 2

@@ -20,11 +20,12 @@ only 0s and 1s as 0..255 values, and this does not.
 import json
 import os
 import warnings
+from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageOps
 
-from hub import resolve_model_dir
+from hub import InputError, read_json, resolve_model_dir
 
 
 def describe(index, path=None):
@@ -40,7 +41,7 @@ def check_pixel_limit(image, where):
     """Refuse images over PIL's decompression-bomb limit (Image.MAX_IMAGE_PIXELS) before decoding."""
     width, height = image.size
     if Image.MAX_IMAGE_PIXELS and width * height > Image.MAX_IMAGE_PIXELS:
-        raise ValueError(
+        raise InputError(
             f"{where}: {width}x{height} pixels is over PIL's decompression-bomb limit "
             f"(Image.MAX_IMAGE_PIXELS = {Image.MAX_IMAGE_PIXELS})"
         )
@@ -48,7 +49,7 @@ def check_pixel_limit(image, where):
 
 def check_not_empty(width, height, where):
     if width == 0 or height == 0:
-        raise ValueError(f"{where}: the image is empty ({width}x{height} pixels)")
+        raise InputError(f"{where}: the image is empty ({width}x{height} pixels)")
 
 
 def open_image(path, where):
@@ -56,17 +57,17 @@ def open_image(path, where):
     if not os.path.exists(path):
         raise FileNotFoundError(f"{where}: no such file")
     if not os.path.isfile(path):
-        raise ValueError(f"{where}: not a file")
+        raise InputError(f"{where}: not a file")
     try:
         with warnings.catch_warnings():  # check_pixel_limit raises for what PIL only warns about
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             image = Image.open(path)
     except Image.DecompressionBombError as error:
-        raise ValueError(f"{where}: over PIL's decompression-bomb limit ({error})") from None
+        raise InputError(f"{where}: over PIL's decompression-bomb limit ({error})") from None
     except Image.UnidentifiedImageError:
-        raise ValueError(f"{where}: not an image file PIL can read") from None
+        raise InputError(f"{where}: not an image file PIL can read") from None
     except OSError as error:
-        raise ValueError(f"{where}: cannot be read ({error})") from None
+        raise InputError(f"{where}: cannot be read ({error})") from None
     with image:
         check_pixel_limit(image, where)
         return decode_pixels(lambda: ImageOps.exif_transpose(image).convert("RGB"), image.mode, where)
@@ -77,9 +78,9 @@ def decode_pixels(make_image, mode, where):
     try:
         return make_image()
     except (OSError, SyntaxError, EOFError) as error:
-        raise ValueError(f"{where}: truncated or corrupt image data ({error})") from None
+        raise InputError(f"{where}: truncated or corrupt image data ({error})") from None
     except ValueError as error:
-        raise ValueError(f"{where}: PIL cannot convert this mode {mode} image to RGB ({error})") from None
+        raise InputError(f"{where}: PIL cannot convert this mode {mode} image to RGB ({error})") from None
 
 
 def pil_to_rgb(image, where):
@@ -96,14 +97,14 @@ def pil_to_rgb(image, where):
 def check_array(array, where):
     """(H, W) or (H, W, 1|3|4), not empty, uint8 or float with values in [0, 1]."""
     if array.ndim not in (2, 3):
-        raise ValueError(f"{where}: array of shape {array.shape}; expected (H, W) or (H, W, C)")
+        raise InputError(f"{where}: array of shape {array.shape}; expected (H, W) or (H, W, C)")
     if array.ndim == 3 and array.shape[2] not in (1, 3, 4):
-        raise ValueError(f"{where}: array with {array.shape[2]} channels; expected 1, 3 or 4 (last axis)")
+        raise InputError(f"{where}: array with {array.shape[2]} channels; expected 1, 3 or 4 (last axis)")
     check_not_empty(array.shape[1], array.shape[0], where)
     if array.dtype != np.uint8 and not np.issubdtype(array.dtype, np.floating):
-        raise ValueError(f"{where}: array of dtype {array.dtype}; expected uint8, or float in [0, 1]")
+        raise InputError(f"{where}: array of dtype {array.dtype}; expected uint8, or float in [0, 1]")
     if array.dtype != np.uint8 and not (np.all(array >= 0) and np.all(array <= 1)):
-        raise ValueError(f"{where}: float array with values outside [0, 1] (min {array.min()}, max {array.max()})")
+        raise InputError(f"{where}: float array with values outside [0, 1] (min {array.min()}, max {array.max()})")
 
 
 def array_to_rgb(array):
@@ -153,23 +154,26 @@ def read_size(size):
     """(height, width) from an int, a (height, width) pair or a {"height", "width"} dict."""
     if isinstance(size, dict):
         if set(size) != {"height", "width"}:
-            raise ValueError(f"size {size}: only {{'height', 'width'}} is supported (no shortest_edge)")
+            raise InputError(f"size {size}: only {{'height', 'width'}} is supported (no shortest_edge)")
         size = (size["height"], size["width"])
     height, width = (size, size) if isinstance(size, int) else size
     if height < 1 or width < 1:
-        raise ValueError(f"size must be positive, got {size}")
+        raise InputError(f"size must be positive, got {size}")
     return int(height), int(width)
 
 
 def read_preprocessor_config(model_dir):
-    """Constructor arguments from preprocessor_config.json, {} without one; refuses switched-off steps."""
+    """Constructor arguments for a model folder: its preprocessor_config.json when it has one (switched-off steps
+    refused), else SigLIP's defaults at the image size of its config.json. The one place that decides."""
     path = model_dir / "preprocessor_config.json"
     if not path.is_file():
-        return {}
-    config = json.loads(path.read_text(encoding="utf-8"))
+        model_config = model_dir / "config.json"
+        vision = (read_json(model_config).get("vision_config") or {}) if model_config.is_file() else {}
+        return {"size": vision["image_size"]} if "image_size" in vision else {}
+    config = read_json(path)
     for step in ("do_resize", "do_rescale", "do_normalize", "do_convert_rgb"):
         if config.get(step, True) is not True:
-            raise ValueError(f"{path}: {step}={config[step]} is not supported (SigLIP does every step)")
+            raise InputError(f"{path}: {step}={config[step]} is not supported (SigLIP does every step)")
     keys = ("size", "resample", "rescale_factor", "image_mean", "image_std")
     return {key: config[key] for key in keys if key in config}
 
@@ -181,12 +185,27 @@ class SiglipImageProcessor:
                  image_mean=(0.5, 0.5, 0.5), image_std=(0.5, 0.5, 0.5)):
         self.size = read_size(size)  # (height, width)
         self.resample = Image.Resampling(resample)
+        self.rescale_factor, self.image_mean, self.image_std = rescale_factor, list(image_mean), list(image_std)
         self.lookup_table = pixel_lookup_table(rescale_factor, image_mean, image_std)  # (3, 256)
 
     @classmethod
     def from_pretrained(cls, path_or_repo_id):
-        """A local folder or a cached Hub id; preprocessor_config.json is read when present."""
+        """A local folder or a cached Hub id: its preprocessor_config.json, else SigLIP's defaults at the model's
+        image size (config.json)."""
         return cls(**read_preprocessor_config(resolve_model_dir(path_or_repo_id)))
+
+    def to_dict(self):
+        """The preprocessor_config.json that transformers' SiglipImageProcessor reads, with these settings."""
+        height, width = self.size
+        return {"image_processor_type": "SiglipImageProcessor", "processor_class": "SiglipProcessor",
+                "do_resize": True, "size": {"height": height, "width": width}, "resample": int(self.resample),
+                "do_rescale": True, "rescale_factor": self.rescale_factor, "do_normalize": True,
+                "image_mean": self.image_mean, "image_std": self.image_std, "do_convert_rgb": True}
+
+    def save_pretrained(self, folder):
+        """preprocessor_config.json in folder."""
+        Path(folder).mkdir(parents=True, exist_ok=True)
+        (Path(folder) / "preprocessor_config.json").write_text(json.dumps(self.to_dict(), indent=2) + "\n")
 
     def to_rgb_image(self, item, index):
         """An RGB PIL image from a PIL image, an array or a path; errors name the item."""
@@ -209,7 +228,7 @@ class SiglipImageProcessor:
         single = not isinstance(images, (list, tuple))
         images = [images] if single else list(images)
         if not images:
-            raise ValueError("no images: got an empty list")
+            raise InputError("no images: got an empty list")
         pixel_values = np.empty((len(images), 3, *self.size), dtype=np.float32)  # (B, 3, H, W)
         for index, item in enumerate(images):
             rgb = self.to_rgb_image(item, None if single else index)

@@ -1,44 +1,42 @@
-"""siglip-min: SigLIP in one file, numerically identical to Hugging Face transformers.
+"""siglip-min: the SigLIP model in one file, numerically identical to Hugging Face transformers.
 
 SigLIP is a two-tower image-text model (a ViT and a text transformer) trained with a pairwise sigmoid loss
-instead of CLIP's softmax. This file holds the configs, every layer, the loss, checkpoint I/O and the
-command line. Read it top to bottom: it follows the model diagram.
+instead of CLIP's softmax. This file holds the model and only the model: configs, every layer, the towers, the
+two-tower model and the image classifier, the paper's from-scratch initialisation, the losses, checkpoint I/O
+through a name map, and the small embedding / zero-shot helpers. Read it top to bottom: it follows the diagram.
+Tokenization is in tokenizer.py, image preprocessing in preprocess.py, the command line in cli.py.
 
 References
   [1] Zhai et al., "Sigmoid Loss for Language Image Pre-Training", ICCV 2023, arXiv:2303.15343.
   [2] google-research/big_vision: big_vision/models/vit.py (ViT, MAPHead), models/proj/image_text/two_towers.py,
       trainers/proj/image_text/siglip.py (the loss).
   [3] huggingface/transformers: models/siglip/modeling_siglip.py (SiglipModel), the oracle our tests compare to.
+  [4] Li et al., "Scaling Language-Image Pre-training via Masking" (FLIP), CVPR 2023: patch dropout.
 
 Shapes: B batch, N image tokens (patches), L text tokens, D width, H heads, Dh = D / H, P projection size.
 """
-import argparse
 import json
 import math
-import sys
-import time
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
-import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
-from hub import resolve_model_dir
-from preprocess import SiglipImageProcessor
-from tokenizer import SiglipTokenizer
+from hub import InputError, read_json, resolve_model_dir
 
 ATTN_IMPLEMENTATIONS = ("sdpa", "eager")
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
 # ----------------------------------------------------------------------------------------------------------------
 # Configs: defaults are google/siglip-base-patch16-224. Field names are transformers' so config.json maps 1:1.
 
 @dataclass
-class VisionConfig:
+class SiglipVisionConfig:
     hidden_size: int = 768
     intermediate_size: int = 3072
     num_hidden_layers: int = 12
@@ -54,12 +52,12 @@ class VisionConfig:
         # image_size need not be a multiple of patch_size: so400m-patch14-384 has 384 = 27 * 14 + 6, and its
         # 'valid' convolution ignores the last 6 pixel rows and columns (big_vision and transformers alike).
         if self.image_size < self.patch_size:
-            raise ValueError(f"vision_config.image_size={self.image_size} is smaller than "
+            raise InputError(f"vision_config.image_size={self.image_size} is smaller than "
                              f"vision_config.patch_size={self.patch_size}")
 
 
 @dataclass
-class TextConfig:
+class SiglipTextConfig:
     vocab_size: int = 32000
     hidden_size: int = 768
     intermediate_size: int = 3072
@@ -78,27 +76,49 @@ class TextConfig:
 
 @dataclass
 class SiglipConfig:
-    text_config: TextConfig = field(default_factory=TextConfig)
-    vision_config: VisionConfig = field(default_factory=VisionConfig)
+    """Both towers' configs, and two entries of config.json that are not architecture:
+
+    prompt_template  the zero-shot prompt the checkpoint was trained with ("siglip_min": {"template": ...} in
+                     config.json, which transformers ignores); None for Google's checkpoints
+    id2label         the classes of an image classifier (transformers' id2label), else None
+    """
+    text_config: SiglipTextConfig = field(default_factory=SiglipTextConfig)
+    vision_config: SiglipVisionConfig = field(default_factory=SiglipVisionConfig)
+    prompt_template: str = None
+    id2label: dict = None
 
     def __post_init__(self):
         if self.text_config.projection_size != self.vision_config.hidden_size:
-            raise ValueError(f"text_config.projection_size={self.text_config.projection_size} must equal "
+            raise InputError(f"text_config.projection_size={self.text_config.projection_size} must equal "
                              f"vision_config.hidden_size={self.vision_config.hidden_size}: the two embeddings are "
                              f"compared by dot product")
+
+    @classmethod
+    def from_pretrained(cls, path_or_repo_id):
+        """The config.json of a folder or a cached Hub id."""
+        return cls.from_hf(read_json(Path(resolve_model_dir(path_or_repo_id)) / "config.json"))
 
     @classmethod
     def from_hf(cls, config):
         """From a transformers SiglipConfig dict (config.json). Keys we do not use are ignored."""
         if config.get("model_type", "siglip") != "siglip":
-            raise ValueError(f"model_type {config['model_type']!r} is not SigLIP ('siglip')")
-        return cls(text_config=known_fields(TextConfig, config.get("text_config") or {}),
-                   vision_config=known_fields(VisionConfig, config.get("vision_config") or {}))
+            raise InputError(f"model_type {config['model_type']!r} is not SigLIP ('siglip')")
+        id2label = config.get("id2label")
+        return cls(text_config=known_fields(SiglipTextConfig, config.get("text_config") or {}),
+                   vision_config=known_fields(SiglipVisionConfig, config.get("vision_config") or {}),
+                   prompt_template=(config.get("siglip_min") or {}).get("template"),
+                   id2label={int(k): v for k, v in id2label.items()} if id2label else None)
 
-    def to_hf(self):
-        """The config.json that transformers.SiglipModel reads."""
-        return {"architectures": ["SiglipModel"], "model_type": "siglip",
-                "text_config": asdict(self.text_config), "vision_config": asdict(self.vision_config)}
+    def to_hf(self, architecture="SiglipModel", dtype=torch.float32):
+        """The config.json that transformers reads for `architecture` ("SiglipModel", ...) saved in `dtype`."""
+        config = {"architectures": [architecture], "model_type": "siglip", "text_config": asdict(self.text_config),
+                  "vision_config": asdict(self.vision_config), "dtype": str(dtype).removeprefix("torch.")}
+        if self.prompt_template is not None:
+            config["siglip_min"] = {"template": self.prompt_template}
+        if self.id2label is not None:
+            config["id2label"] = {str(i): name for i, name in self.id2label.items()}
+            config["label2id"] = {name: i for i, name in self.id2label.items()}
+        return config
 
 
 def known_fields(config_class, values):
@@ -111,15 +131,15 @@ def check_config(config, where):
     """Fail on the config values this implementation cannot honour, naming the field."""
     for name in ("hidden_size", "num_attention_heads", "num_hidden_layers", "intermediate_size"):
         if not isinstance(getattr(config, name), int) or getattr(config, name) <= 0:
-            raise ValueError(f"{where}.{name} must be a positive int, got {getattr(config, name)!r}")
+            raise InputError(f"{where}.{name} must be a positive int, got {getattr(config, name)!r}")
     if config.hidden_size % config.num_attention_heads:
-        raise ValueError(f"{where}.hidden_size={config.hidden_size} is not divisible by "
+        raise InputError(f"{where}.hidden_size={config.hidden_size} is not divisible by "
                          f"{where}.num_attention_heads={config.num_attention_heads}")
     if config.hidden_act != "gelu_pytorch_tanh":
-        raise ValueError(f"{where}.hidden_act={config.hidden_act!r}: SigLIP uses 'gelu_pytorch_tanh'")
+        raise InputError(f"{where}.hidden_act={config.hidden_act!r}: SigLIP uses 'gelu_pytorch_tanh'")
     for name in ("image_size", "patch_size"):
         if hasattr(config, name) and not (isinstance(getattr(config, name), int) and getattr(config, name) > 0):
-            raise ValueError(f"{where}.{name} must be a positive int (square images), got {getattr(config, name)!r}")
+            raise InputError(f"{where}.{name} must be a positive int (square images), got {getattr(config, name)!r}")
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -223,7 +243,7 @@ class VisionEmbeddings(nn.Module):
         if interpolate_pos_encoding:
             return x + self.resized_positions(rows, cols)  # (B, N, D)
         if (rows, cols) != (self.grid, self.grid):
-            raise ValueError(f"pixel_values of {tuple(pixel_values.shape[-2:])} give a {rows}x{cols} patch grid, "
+            raise InputError(f"pixel_values of {tuple(pixel_values.shape[-2:])} give a {rows}x{cols} patch grid, "
                              f"the model's is {self.grid}x{self.grid}; pass interpolate_pos_encoding=True "
                              f"for other image sizes")
         return x + self.pos  # (B, N, D)
@@ -268,7 +288,7 @@ class MAPHead(nn.Module):
 
 
 class VisionTower(nn.Module):
-    """Embeddings -> blocks -> post LayerNorm -> MAP head (transformers SiglipVisionModel)."""
+    """Embeddings -> blocks -> post LayerNorm -> MAP head (transformers SiglipVisionTransformer)."""
 
     def __init__(self, config, attn_implementation):
         super().__init__()
@@ -277,22 +297,29 @@ class VisionTower(nn.Module):
         self.norm = layer_norm(config.hidden_size, config.layer_norm_eps)
         self.head = MAPHead(config, attn_implementation)
 
-    def tokens(self, pixel_values, interpolate_pos_encoding=False):
-        """Every token after the final LayerNorm: (B, N, D), transformers' last_hidden_state."""
+    def last_hidden_state(self, pixel_values, interpolate_pos_encoding=False, kept_patches=None):
+        """Every token after the final LayerNorm: (B, N, D), transformers' last_hidden_state.
+
+        kept_patches (B, K), training only: the indices of the patches each image keeps, the others are left out
+        before the blocks (patch dropout, [4] §3); the MAP head then pools the K that are left.
+        """
         check_pixel_values(pixel_values, self.embed.patch.in_channels)
         x = self.embed(pixel_values, interpolate_pos_encoding)  # (B, N, D)
+        if kept_patches is not None:
+            x = x.gather(1, kept_patches[:, :, None].expand(-1, -1, x.shape[-1]))  # (B, K, D)
         for block in self.blocks:
             x = block(x)  # (B, N, D)
         return self.norm(x)  # (B, N, D)
 
-    def forward(self, pixel_values, interpolate_pos_encoding=False):
-        return self.head(self.tokens(pixel_values, interpolate_pos_encoding))  # (B, D)
+    def forward(self, pixel_values, interpolate_pos_encoding=False, kept_patches=None):
+        return self.head(self.last_hidden_state(pixel_values, interpolate_pos_encoding, kept_patches))  # (B, D)
 
 
 def check_pixel_values(pixel_values, channels):
+    """The shape of pixel_values, checked once per call; the values are not looked at."""
     if not torch.is_tensor(pixel_values) or pixel_values.dim() != 4 or pixel_values.shape[1] != channels:
         shape = tuple(pixel_values.shape) if hasattr(pixel_values, "shape") else type(pixel_values).__name__
-        raise ValueError(f"pixel_values must be a tensor (B, {channels}, H, W), got {shape}")
+        raise InputError(f"pixel_values must be a tensor (B, {channels}, H, W), got {shape}")
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -322,7 +349,7 @@ class TextTower(nn.Module):
         self.head = nn.Linear(config.hidden_size, config.projection_size)
 
     def forward(self, input_ids, attention_mask=None):  # input_ids (B, L)
-        keep = key_mask(input_ids, attention_mask, self.embed.pos.shape[0], self.embed.token.shape[0])
+        keep = keys_to_keep(input_ids, attention_mask, self.embed.pos.shape[0])  # (B, 1, 1, L) or None
         x = self.embed(input_ids)  # (B, L, D)
         for block in self.blocks:
             x = block(x, keep)  # (B, L, D)
@@ -331,29 +358,30 @@ class TextTower(nn.Module):
         return self.head(x[:, -1])  # (B, P)
 
 
-def key_mask(input_ids, attention_mask, max_length, vocab_size):
-    """Check the text inputs; turn attention_mask (B, L) of 1/0 into keys to keep (B, 1, 1, L), or None.
+def keys_to_keep(input_ids, attention_mask, max_length):
+    """attention_mask (B, L) of 1/0 as the keys to keep (B, 1, 1, L), or None; checks the shapes, not the values.
 
+    The ids' range is not checked here: that would read the tensor on every call (a wait for the GPU, a break for
+    torch.compile). embed_texts checks it once; an id outside the vocabulary fails in F.embedding.
     SigLIP was trained without a padding mask; with one, padded keys are masked for every query, as in
     transformers' create_bidirectional_mask (nothing masks the queries, so padded positions still get outputs).
     """
     if not torch.is_tensor(input_ids) or input_ids.dim() != 2 or input_ids.dtype not in (torch.int32, torch.int64):
         shape = tuple(input_ids.shape) if hasattr(input_ids, "shape") else type(input_ids).__name__
-        raise ValueError(f"input_ids must be an integer tensor (B, L), got {shape} "
+        raise InputError(f"input_ids must be an integer tensor (B, L), got {shape} "
                          f"{getattr(input_ids, 'dtype', '')}".rstrip())
     if input_ids.shape[1] > max_length:
-        raise ValueError(f"input_ids has {input_ids.shape[1]} tokens, max_position_embeddings is {max_length}")
-    if input_ids.numel() and (input_ids.min() < 0 or input_ids.max() >= vocab_size):
-        raise ValueError(f"input_ids must lie in [0, {vocab_size}), got {input_ids.min()}..{input_ids.max()}")
+        raise InputError(f"input_ids has {input_ids.shape[1]} tokens, max_position_embeddings is {max_length}")
     if attention_mask is None:
         return None
     if tuple(attention_mask.shape) != tuple(input_ids.shape):
-        raise ValueError(f"attention_mask {tuple(attention_mask.shape)} must match input_ids {tuple(input_ids.shape)}")
+        raise InputError(f"attention_mask {tuple(attention_mask.shape)} must match input_ids "
+                         f"{tuple(input_ids.shape)}")
     return attention_mask.bool()[:, None, None, :]  # (B, 1, 1, L)
 
 
 # ----------------------------------------------------------------------------------------------------------------
-# The two-tower model and the sigmoid loss ([1] §3).
+# The outputs, the logits and the sigmoid loss ([1] §3).
 
 @dataclass
 class SiglipOutput:
@@ -394,7 +422,7 @@ def chunked_sigmoid_loss(image_embeds, text_embeds, logit_scale, logit_bias, num
     """
     check_pairs(image_embeds, text_embeds)
     if not 1 <= num_chunks <= image_embeds.shape[0]:
-        raise ValueError(f"num_chunks={num_chunks} must lie in [1, batch size {image_embeds.shape[0]}]")
+        raise InputError(f"num_chunks={num_chunks} must lie in [1, batch size {image_embeds.shape[0]}]")
     images, texts = image_embeds.tensor_split(num_chunks), text_embeds.tensor_split(num_chunks)
     total = 0.0
     for step in range(num_chunks):
@@ -418,23 +446,68 @@ def pairwise_loss_sum(image_embeds, text_embeds, logit_scale, logit_bias, positi
 
 def check_pairs(image_embeds, text_embeds):
     if image_embeds.shape != text_embeds.shape or image_embeds.dim() != 2:
-        raise ValueError(f"the loss needs matching pairs (B, D): image_embeds {tuple(image_embeds.shape)} vs "
+        raise InputError(f"the loss needs matching pairs (B, D): image_embeds {tuple(image_embeds.shape)} vs "
                          f"text_embeds {tuple(text_embeds.shape)}")
 
 
-class SigLIP(nn.Module):
-    """Vision tower + text tower + learned logit scale and bias (transformers SiglipModel)."""
+# ----------------------------------------------------------------------------------------------------------------
+# From-scratch initialisation, by module type ([2] vit.py and two_towers.py; [1] §3 for the scale and bias).
+
+def sincos_2d(grid, width, temperature=10000.0):
+    """(grid * grid, width) 2-D sine-cosine position embeddings, rows then columns (big_vision posemb_sincos_2d)."""
+    y, x = torch.meshgrid(torch.arange(grid, dtype=torch.float32), torch.arange(grid, dtype=torch.float32),
+                          indexing="ij")  # (g, g) each
+    omega = 1.0 / temperature ** (torch.arange(width // 4) / max(1, width // 4 - 1))  # (D/4,)
+    x, y = x.flatten()[:, None] * omega, y.flatten()[:, None] * omega  # (N, D/4)
+    return torch.cat([x.sin(), x.cos(), y.sin(), y.cos()], dim=1)  # (N, D)
+
+
+@torch.no_grad()
+def init_from_scratch(module):
+    """Initialise the parameters `module` holds itself (not its children's), after big_vision [2].
+
+    Xavier-uniform matrices (patch kernel and token table included), zero biases, LayerNorms at 1 and 0, N(0, 1/D)
+    text positions and probe. The learned image positions start as 2-D sine-cosines (big_vision's "sincos2d"), so
+    where a patch lies is plain from the first step. Models call this for each module in `self.modules()` order, so
+    the random draws come in parameter order.
+    """
+    if isinstance(module, (nn.Linear, nn.Conv2d)):
+        nn.init.xavier_uniform_(module.weight.view(module.weight.shape[0], -1))  # conv: (D, C * p * p)
+        nn.init.zeros_(module.bias)
+    elif isinstance(module, nn.LayerNorm):
+        nn.init.ones_(module.weight)
+        nn.init.zeros_(module.bias)
+    elif isinstance(module, TextEmbeddings):
+        nn.init.xavier_uniform_(module.token)
+        nn.init.normal_(module.pos, std=module.pos.shape[-1] ** -0.5)
+    elif isinstance(module, VisionEmbeddings):
+        # Drawn and then replaced: the draw keeps every later one, and so train.py's shipped model, as they were.
+        nn.init.normal_(module.pos, std=module.pos.shape[-1] ** -0.5)
+        module.pos.copy_(sincos_2d(module.grid, module.pos.shape[-1]))
+    elif isinstance(module, MAPHead):
+        nn.init.normal_(module.probe, std=module.probe.shape[-1] ** -0.5)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# The two-tower model and the image classifier.
+
+class SiglipModel(nn.Module):
+    """Vision tower + text tower + learned logit scale and bias (transformers SiglipModel).
+
+    SiglipModel(config) starts as the paper trains from scratch; from_pretrained fills it from a checkpoint.
+    """
 
     def __init__(self, config=None, attn_implementation="sdpa"):
         super().__init__()
-        if attn_implementation not in ATTN_IMPLEMENTATIONS:
-            raise ValueError(f"attn_implementation={attn_implementation!r}, expected one of {ATTN_IMPLEMENTATIONS}")
+        check_attn_implementation(attn_implementation)
         self.config = config or SiglipConfig()
         self.vision = VisionTower(self.config.vision_config, attn_implementation)
         self.text = TextTower(self.config.text_config, attn_implementation)
         # From-scratch init of [1] §3: t' = log 10, b = -10. (transformers initialises both to 0.)
         self.logit_scale = nn.Parameter(torch.tensor([math.log(10.0)]))  # (1,)
         self.logit_bias = nn.Parameter(torch.tensor([-10.0]))  # (1,)
+        for module in self.modules():
+            init_from_scratch(module)
 
     def get_image_features(self, pixel_values, interpolate_pos_encoding=False):
         return self.vision(pixel_values, interpolate_pos_encoding)  # (B, D), not normalised
@@ -446,55 +519,55 @@ class SigLIP(nn.Module):
                 return_loss=False):
         image_embeds = l2_normalize(self.vision(pixel_values, interpolate_pos_encoding))  # (B_img, D)
         text_embeds = l2_normalize(self.text(input_ids, attention_mask))  # (B_txt, D)
-        logits_per_text = self.logits(image_embeds, text_embeds)  # (B_txt, B_img)
+        logits_per_text = self.logits_per_text(image_embeds, text_embeds)  # (B_txt, B_img)
         loss = sigmoid_loss(image_embeds, text_embeds, self.logit_scale, self.logit_bias) if return_loss else None
         return SiglipOutput(logits_per_text.T, logits_per_text, image_embeds, text_embeds, loss)
 
-    def logits(self, image_embeds, text_embeds):
+    def logits_per_text(self, image_embeds, text_embeds):
         """Scaled, shifted cosine similarities (B_txt, B_img); sigmoid of one is P(text matches image)."""
         return pair_logits(image_embeds, text_embeds, self.logit_scale, self.logit_bias)  # (B_txt, B_img)
 
     @classmethod
     def from_pretrained(cls, path_or_repo_id, device="cpu", dtype=torch.float32, attn_implementation="sdpa"):
         """Load a transformers SiglipModel checkpoint (folder or cached Hub id) straight to device and dtype."""
-        folder = resolve_model_dir(path_or_repo_id)
-        config = SiglipConfig.from_hf(read_config(folder))
-        with torch.device("meta"):  # no memory, no init: every tensor comes from the file
-            model = cls(config, attn_implementation)
-        return load_weights(model, folder, hf_names(model), device, dtype)
+        return load_pretrained(cls, path_or_repo_id, device, dtype, attn_implementation)
 
     def save_pretrained(self, folder):
         """config.json + model.safetensors in transformers' layout and names."""
-        write_checkpoint(self, folder, self.config.to_hf(), hf_names(self))
+        write_checkpoint(self, folder, "SiglipModel")
 
 
-class SigLIPClassifier(nn.Module):
-    """Vision tower, mean over its output tokens, Linear to the classes (transformers SiglipForImageClassification)."""
+class SiglipClassifier(nn.Module):
+    """Vision tower, mean over its output tokens, Linear to the classes (transformers SiglipForImageClassification).
 
-    def __init__(self, config, id2label, attn_implementation="sdpa"):
+    config.id2label names the classes; without it, transformers' default of two, LABEL_0 and LABEL_1.
+    """
+
+    def __init__(self, config, attn_implementation="sdpa"):
         super().__init__()
-        self.config, self.id2label = config, {int(k): v for k, v in id2label.items()}
+        check_attn_implementation(attn_implementation)
+        self.config = config
+        self.id2label = config.id2label or {0: "LABEL_0", 1: "LABEL_1"}
         self.vision = VisionTower(config.vision_config, attn_implementation)
         self.classifier = nn.Linear(config.vision_config.hidden_size, len(self.id2label))
+        for module in self.modules():
+            init_from_scratch(module)
 
     def forward(self, pixel_values, interpolate_pos_encoding=False):
-        tokens = self.vision.tokens(pixel_values, interpolate_pos_encoding)  # (B, N, D)
+        tokens = self.vision.last_hidden_state(pixel_values, interpolate_pos_encoding)  # (B, N, D)
         return self.classifier(tokens.mean(dim=1))  # (B, num_labels)
 
     @classmethod
     def from_pretrained(cls, path_or_repo_id, device="cpu", dtype=torch.float32, attn_implementation="sdpa"):
-        folder = resolve_model_dir(path_or_repo_id)
-        hf_config = read_config(folder)
-        id2label = hf_config.get("id2label") or {i: f"LABEL_{i}" for i in range(hf_config.get("num_labels", 2))}
-        with torch.device("meta"):
-            model = cls(SiglipConfig.from_hf(hf_config), id2label, attn_implementation)
-        return load_weights(model, folder, hf_names(model), device, dtype)
+        return load_pretrained(cls, path_or_repo_id, device, dtype, attn_implementation)
 
     def save_pretrained(self, folder):
-        config = {**self.config.to_hf(), "architectures": ["SiglipForImageClassification"],
-                  "id2label": {str(i): name for i, name in self.id2label.items()},
-                  "label2id": {name: i for i, name in self.id2label.items()}}
-        write_checkpoint(self, folder, config, hf_names(self))
+        write_checkpoint(self, folder, "SiglipForImageClassification")
+
+
+def check_attn_implementation(attn_implementation):
+    if attn_implementation not in ATTN_IMPLEMENTATIONS:
+        raise InputError(f"attn_implementation={attn_implementation!r}, expected one of {ATTN_IMPLEMENTATIONS}")
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -537,8 +610,8 @@ def tower_names(ours, theirs, names, num_layers):
     return mapping
 
 
-def hf_names(model):
-    """Our parameter name -> transformers name, for every parameter `model` has (SigLIP or SigLIPClassifier)."""
+def hf_name_map(model):
+    """{our parameter name: transformers name} for every parameter `model` has (SiglipModel or SiglipClassifier)."""
     cfg = model.config
     mapping = {**TOP_NAMES,
                **tower_names("vision", "vision_model", VISION_NAMES, cfg.vision_config.num_hidden_layers),
@@ -549,14 +622,13 @@ def hf_names(model):
     return {name: mapping[name] for name in ours}
 
 
-def read_config(folder):
-    path = Path(folder) / "config.json"
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: no config.json in the model folder")
-    try:
-        return json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise ValueError(f"{path}: not valid JSON ({e})") from None
+def load_pretrained(model_class, path_or_repo_id, device, dtype, attn_implementation):
+    """A `model_class` built on the meta device (no memory, no init), then filled from the checkpoint's files."""
+    folder = resolve_model_dir(path_or_repo_id)
+    config = SiglipConfig.from_pretrained(folder)
+    with torch.device("meta"):
+        model = model_class(config, attn_implementation)
+    return load_weights(model, folder, device, dtype)
 
 
 def weight_files(folder):
@@ -566,10 +638,9 @@ def weight_files(folder):
     if single.is_file():
         return [single]
     if index.is_file():
-        try:
-            weight_map = json.loads(index.read_text())["weight_map"]
-        except (json.JSONDecodeError, KeyError, UnicodeDecodeError) as e:
-            raise ValueError(f"{index}: not a safetensors index ({e!r})") from None
+        weight_map = read_json(index).get("weight_map")
+        if not isinstance(weight_map, dict):
+            raise InputError(f"{index}: not a safetensors index (no \"weight_map\" object)")
         return sorted({folder / f for f in weight_map.values()})
     raise FileNotFoundError(f"{folder}: no model.safetensors or model.safetensors.index.json "
                             f"(only safetensors checkpoints are read)")
@@ -588,15 +659,14 @@ def read_tensors(files, wanted, device, dtype):
                     if name in wanted:  # one tensor at a time: never two full copies of the model
                         tensors[name] = f.get_tensor(name).to(dtype)
         except SafetensorError as e:
-            raise ValueError(f"{path}: unreadable safetensors file ({e})") from None
+            raise InputError(f"{path}: unreadable safetensors file ({e})") from None
     return tensors, present
 
 
-def load_weights(model, folder, names, device, dtype):
+def load_weights(model, folder, device, dtype):
     """Fill `model` (built on the meta device) from `folder`; one error lists every missing, extra, misshaped key."""
-    files = weight_files(folder)
-    expected = {theirs: ours for ours, theirs in names.items()}
-    tensors, present = read_tensors(files, expected, device, dtype)
+    expected = {theirs: ours for ours, theirs in hf_name_map(model).items()}
+    tensors, present = read_tensors(weight_files(folder), expected, device, dtype)
     shapes = {name: tuple(p.shape) for name, p in model.named_parameters()}
     # transformers drops the non-persistent position_ids buffers; older conversions may still hold them.
     unexpected = sorted(n for n in present - set(expected) if not n.endswith("embeddings.position_ids"))
@@ -605,23 +675,25 @@ def load_weights(model, folder, names, device, dtype):
     problems += [f"shape: {n} is {tuple(t.shape)} in the file, the config wants {shapes[expected[n]]}"
                  for n, t in tensors.items() if tuple(t.shape) != shapes[expected[n]]]
     if problems:
-        raise ValueError(f"{folder}: checkpoint does not fit the config ({len(problems)} problems):\n  "
+        raise InputError(f"{folder}: checkpoint does not fit the config ({len(problems)} problems):\n  "
                          + "\n  ".join(problems))
     model.load_state_dict({expected[n]: t for n, t in tensors.items()}, strict=True, assign=True)
     return model.eval()
 
 
-def write_checkpoint(model, folder, config, names):
+def write_checkpoint(model, folder, architecture):
+    """config.json and model.safetensors of `model` in transformers' layout and names, in the model's dtype."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    dtype = next(model.parameters()).dtype
-    (folder / "config.json").write_text(json.dumps({**config, "dtype": str(dtype).removeprefix("torch.")}, indent=2))
-    tensors = {names[n]: p.detach().contiguous().cpu() for n, p in model.named_parameters()}
+    config = model.config.to_hf(architecture, next(model.parameters()).dtype)
+    (folder / "config.json").write_text(json.dumps(config, indent=2) + "\n")
+    tensors = {theirs: model.get_parameter(ours).detach().contiguous().cpu()
+               for ours, theirs in hf_name_map(model).items()}
     save_file(tensors, folder / "model.safetensors", metadata={"format": "pt"})
 
 
 # ----------------------------------------------------------------------------------------------------------------
-# Zero-shot classification and embeddings ([1] §5): the Python API the command line calls.
+# Embeddings and zero-shot logits ([1] §5): the Python API that cli.py, train.py and the notebooks call.
 
 DEFAULT_TEMPLATE = "This is a photo of {}."  # transformers' zero-shot-image-classification pipeline default
 
@@ -645,6 +717,7 @@ def embed_texts(model, tokenizer, texts, mask_padding=False):
     transformers 5.x does whenever its tokenizer output goes to the model (its pipeline included): other numbers.
     """
     ids, mask = tokenizer(texts, return_attention_mask=True)  # (B, L), (B, L)
+    check_token_ids(ids, model.config.text_config.vocab_size)
     device = model.logit_scale.device
     with torch.no_grad():
         features = model.get_text_features(torch.from_numpy(ids).to(device),
@@ -652,12 +725,19 @@ def embed_texts(model, tokenizer, texts, mask_padding=False):
     return l2_normalize(features)  # (B, D)
 
 
+def check_token_ids(ids, vocab_size):
+    """NumPy ids (B, L) must lie in [0, vocab_size): a tokenizer from another checkpoint gives ids the model lacks."""
+    if ids.size and (ids.min() < 0 or ids.max() >= vocab_size):
+        raise InputError(f"input_ids must lie in [0, {vocab_size}), got {ids.min()}..{ids.max()}: is the tokenizer "
+                         f"this checkpoint's?")
+
+
 def batches(items, batch_size):
     return [items[i: i + batch_size] for i in range(0, len(items), batch_size)]
 
 
-def zero_shot(model, tokenizer, processor, images, labels, template=DEFAULT_TEMPLATE, batch_size=32, softmax=False,
-              mask_padding=False):
+def zero_shot_ranking(model, tokenizer, processor, images, labels, template=DEFAULT_TEMPLATE, batch_size=32,
+                      softmax=False, mask_padding=False):
     """For each image, [(label, score), ...] best first, scored as transformers' zero-shot pipeline does for SigLIP.
 
     The score is sigmoid(logit): each label is its own yes/no question, so scores do not sum to 1 ([1] §3).
@@ -665,210 +745,29 @@ def zero_shot(model, tokenizer, processor, images, labels, template=DEFAULT_TEMP
     mask_padding: see embed_texts; True reproduces transformers 5.x's pipeline, False SigLIP as trained.
     """
     logits = zero_shot_logits(model, tokenizer, processor, images, labels, template, batch_size, mask_padding)
-    return rank(labels, logits.softmax(dim=-1) if softmax else logits.sigmoid())
+    return ranked_labels(labels, logits.softmax(dim=-1) if softmax else logits.sigmoid())
 
 
 def zero_shot_logits(model, tokenizer, processor, images, labels, template=DEFAULT_TEMPLATE, batch_size=32,
                      mask_padding=False):
     """logits_per_image (B_img, C) in float32 for the prompts `template.format(label)`."""
     if not labels:
-        raise ValueError("no labels to classify against")
+        raise InputError("no labels to classify against")
     if "{}" not in template:
-        raise ValueError(f"template {template!r} has no '{{}}' for the label")
+        raise InputError(f"template {template!r} has no '{{}}' for the label")
     prompts = [template.format(label) for label in labels]
     text_embeds = torch.cat([embed_texts(model, tokenizer, chunk, mask_padding)
                              for chunk in batches(prompts, batch_size)])  # (C, D)
-    logits = [model.logits(embed_images(model, processor, chunk), text_embeds).T  # (b, C)
-              for chunk in batches(list(images), batch_size)]
+    with torch.no_grad():
+        logits = [model.logits_per_text(embed_images(model, processor, chunk), text_embeds).T  # (b, C)
+                  for chunk in batches(list(images), batch_size)]
     return torch.cat(logits).float()  # (B, C)
 
 
-def rank(labels, scores):
+def ranked_labels(labels, scores):
     """[(label, score), ...] best first for each row of scores (B, C)."""
     return [sorted(zip(labels, row.tolist()), key=lambda pair: -pair[1]) for row in scores]
 
 
-# ----------------------------------------------------------------------------------------------------------------
-# The command line: python siglip_min.py classify ... | embed ...
-
-DEFAULT_MODEL = Path(__file__).resolve().parent / "checkpoints" / "siglip-tiny-shapes"
-DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm")
-EXAMPLES = """
-scores:
-  SigLIP scores each (image, label) pair on its own: sigmoid(logit) is the probability that this
-  label fits this image. Scores do not sum to 1 over the labels (several can fit, or none), unlike
-  CLIP's softmax. --softmax adds the softmax over the given labels, for comparison.
-
-examples:
-  python siglip_min.py classify cat.jpg --labels cat dog "a red star"
-  python siglip_min.py classify photos/*.jpg --labels-file labels.txt --top-k 3 --json
-  python siglip_min.py classify img.png --labels cat dog --model google/siglip-base-patch16-224
-  python siglip_min.py embed photos/ --out embeds.npy          # also writes embeds.txt (the paths)
-  python siglip_min.py embed --texts captions.txt --out text_embeds.npy
-"""
-
-
-class UsageError(Exception):
-    """A mistake on the command line: printed as one line, exit code 2."""
-
-
-def build_parser():
-    common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--model", default=str(DEFAULT_MODEL),
-                        help="a checkpoint folder, or a Hub id in the local Hugging Face cache "
-                             "(default: the shipped checkpoints/siglip-tiny-shapes)")
-    common.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default cpu)")
-    common.add_argument("--dtype", default="float32", choices=DTYPES)
-    common.add_argument("--attn", default="sdpa", choices=ATTN_IMPLEMENTATIONS, help="attention implementation")
-    common.add_argument("--batch-size", type=int, default=32)
-    parser = argparse.ArgumentParser(prog="siglip_min.py", description="SigLIP zero-shot classification and "
-                                     "embeddings.", epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
-    commands = parser.add_subparsers(dest="command", required=True)
-    classify = commands.add_parser("classify", parents=[common], epilog=EXAMPLES,
-                                   formatter_class=argparse.RawDescriptionHelpFormatter,
-                                   help="rank labels for each image by sigmoid probability")
-    classify.add_argument("images", nargs="+", metavar="IMAGE")
-    classify.add_argument("--labels", nargs="+", default=[], metavar="LABEL")
-    classify.add_argument("--labels-file", help="labels, one a line")
-    classify.add_argument("--template", help=f"prompt for each label (default: the checkpoint's own, else "
-                                             f"{DEFAULT_TEMPLATE!r})")
-    classify.add_argument("--top-k", type=int, help="show the best K labels only")
-    classify.add_argument("--json", action="store_true", help="one JSON object a line per image")
-    classify.add_argument("--softmax", action="store_true", help="also show the softmax over the labels")
-    classify.add_argument("--mask-padding", action="store_true",
-                          help="mask the text padding, as transformers 5.x's zero-shot pipeline does (its tokenizer "
-                               "returns an attention mask); SigLIP was trained without one, so the default is none")
-    embed = commands.add_parser("embed", parents=[common], epilog=EXAMPLES,
-                                formatter_class=argparse.RawDescriptionHelpFormatter,
-                                help="write L2-normalised embeddings of images (or texts) to a .npy file")
-    embed.add_argument("inputs", nargs="*", metavar="IMAGE_OR_FOLDER")
-    embed.add_argument("--texts", help="embed these captions instead, one a line")
-    embed.add_argument("--out", required=True, help="embeds.npy; the paths (or texts) go to embeds.txt beside it")
-    return parser
-
-
-def load_model(args):
-    """Model, tokenizer and image processor for the command line's --model/--device/--dtype/--attn."""
-    if args.device.startswith("cuda") and not torch.cuda.is_available():
-        raise UsageError(f"--device {args.device}: no CUDA GPU is available (torch {torch.__version__})")
-    if args.batch_size < 1:
-        raise UsageError(f"--batch-size must be at least 1, got {args.batch_size}")
-    folder = resolve_model_dir(args.model)
-    model = SigLIP.from_pretrained(folder, device=args.device, dtype=DTYPES[args.dtype], attn_implementation=args.attn)
-    return model, SiglipTokenizer.from_pretrained(folder), image_processor_for(folder, model.config), folder
-
-
-def image_processor_for(folder, config):
-    """The checkpoint's preprocessor_config.json, else SigLIP's defaults at the model's own image size."""
-    if (Path(folder) / "preprocessor_config.json").is_file():
-        return SiglipImageProcessor.from_pretrained(folder)
-    return SiglipImageProcessor(size=config.vision_config.image_size)
-
-
-def read_lines(path, what):
-    try:
-        return [line.strip() for line in Path(path).read_text(encoding="utf-8").splitlines() if line.strip()]
-    except (OSError, UnicodeDecodeError) as e:
-        raise UsageError(f"{what} {path}: cannot read it ({e.__class__.__name__})") from None
-
-
-def checkpoint_template(folder):
-    """The prompt template a checkpoint was trained with, from config.json's "siglip_min" entry, else the default."""
-    return read_config(folder).get("siglip_min", {}).get("template", DEFAULT_TEMPLATE)
-
-
-def run_classify(args):
-    labels = args.labels + (read_lines(args.labels_file, "--labels-file") if args.labels_file else [])
-    if not labels:
-        raise UsageError("no labels: give --labels LABEL ... or --labels-file FILE")
-    for image in args.images:
-        if not Path(image).is_file():
-            raise UsageError(f"{image}: no such image file")
-    model, tokenizer, processor, folder = load_model(args)
-    template = args.template or checkpoint_template(folder)
-    logits = zero_shot_logits(model, tokenizer, processor, args.images, labels, template, args.batch_size,
-                              args.mask_padding)  # (B, C)
-    softmaxed = rank(labels, logits.softmax(dim=-1)) if args.softmax else None
-    for i, (image, scores) in enumerate(zip(args.images, rank(labels, logits.sigmoid()))):
-        scores = scores[: args.top_k] if args.top_k else scores
-        extra = dict(softmaxed[i]) if softmaxed else {}
-        if args.json:
-            rows = [{"label": label, "score": score, **({"softmax": extra[label]} if extra else {})}
-                    for label, score in scores]
-            print(json.dumps({"image": image, "scores": rows}))
-        else:
-            print(image)
-            for label, score in scores:
-                print(f"  {score:.4f}  " + (f"(softmax {extra[label]:.4f})  " if extra else "") + label)
-
-
-def embed_inputs(paths):
-    """Image files from files and folders (folders walked recursively, sorted)."""
-    files = []
-    for path in map(Path, paths):
-        if path.is_dir():
-            files += sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
-        else:
-            files.append(path)
-    return [str(f) for f in files]
-
-
-def progress(done, total, started):
-    rate = done / max(time.time() - started, 1e-9)
-    eta = (total - done) / rate if rate else float("inf")
-    print(f"\rembedded {done}/{total}  {rate:.1f} items/s  ETA {eta:.0f}s", end="", file=sys.stderr, flush=True)
-
-
-def run_embed(args):
-    if bool(args.inputs) == bool(args.texts):
-        raise UsageError("give images or folders to embed, or --texts FILE, not both")
-    items = read_lines(args.texts, "--texts") if args.texts else embed_inputs(args.inputs)
-    if not items:
-        raise UsageError("nothing to embed: no texts in the file, or no images in the folders")
-    model, tokenizer, processor, _ = load_model(args)
-    rows, kept, skipped, started = [], [], [], time.time()
-    for chunk in batches(items, args.batch_size):
-        if args.texts:
-            rows.append(embed_texts(model, tokenizer, chunk).float().cpu().numpy())
-            kept += chunk
-        else:
-            pixels, readable = read_images(processor, chunk, skipped)
-            if readable:
-                rows.append(embed_pixels(model, pixels).float().cpu().numpy())
-                kept += readable
-        progress(len(kept) + len(skipped), len(items), started)
-    print(file=sys.stderr)
-    out = Path(args.out)
-    np.save(out, np.concatenate(rows) if rows else np.zeros((0, model.config.vision_config.hidden_size), np.float32))
-    out.with_suffix(".txt").write_text("".join(k.replace("\n", " ") + "\n" for k in kept), encoding="utf-8")
-    print(f"wrote {len(kept)} rows to {out} and {out.with_suffix('.txt')}", file=sys.stderr)
-    if skipped:
-        print(f"skipped {len(skipped)} unreadable files:\n  " + "\n  ".join(skipped), file=sys.stderr)
-
-
-def read_images(processor, paths, skipped):
-    """pixel_values of the readable paths, and those paths; each unreadable one is reported and added to skipped."""
-    pixels, readable = [], []
-    for path in paths:
-        try:
-            pixels.append(processor(path))  # (1, 3, H, W)
-            readable.append(path)
-        except (OSError, ValueError) as e:
-            print(f"\nskipping {path}: {e}", file=sys.stderr)
-            skipped.append(path)
-    return (np.concatenate(pixels) if pixels else None), readable
-
-
-def main(argv=None):
-    args = build_parser().parse_args(argv)
-    try:
-        run_classify(args) if args.command == "classify" else run_embed(args)
-    except (UsageError, FileNotFoundError, NotADirectoryError, ValueError, TypeError, OSError) as e:
-        print(f"siglip_min.py {args.command}: error: " + " ".join(str(e).split()), file=sys.stderr)  # one line
-        return 2
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
+if __name__ == "__main__":  # the command line lives in cli.py; `python siglip_min.py classify ...` still works
+    raise SystemExit(__import__("cli").main())

@@ -22,11 +22,12 @@ dummy prefix on and no byte fallback; nothing here depends on that.
 import json
 import re
 import string
+from pathlib import Path
 
 import numpy as np
 import sentencepiece as spm
 
-from hub import resolve_model_dir
+from hub import InputError, read_json, resolve_model_dir
 
 WORD_START = "\u2581"  # "▁": SentencePiece's mark for a space, and so for the start of a word
 EOS_TOKEN = "</s>"  # also the pad token: SigLIP pads with eos
@@ -93,7 +94,7 @@ def read_tokenizer_config(model_dir):
     path = model_dir / "tokenizer_config.json"
     if not path.is_file():
         return {}
-    config = json.loads(path.read_text(encoding="utf-8"))
+    config = read_json(path)
     return {key: config[key] for key in ("model_max_length", "do_lower_case") if key in config}
 
 
@@ -101,7 +102,11 @@ class SiglipTokenizer:
     """Text -> np.int64 ids (B, max_length), always padded; mirrors transformers.SiglipTokenizer."""
 
     def __init__(self, vocab_file, model_max_length=64, do_lower_case=True):
-        self.sp = spm.SentencePieceProcessor(model_file=str(vocab_file))
+        self.vocab_bytes = Path(vocab_file).read_bytes()  # save_pretrained writes these bytes back
+        try:
+            self.sp = spm.SentencePieceProcessor(model_proto=self.vocab_bytes)
+        except RuntimeError as e:
+            raise InputError(f"{vocab_file}: not a SentencePiece model ({e})") from None
         self.model_max_length = model_max_length
         self.do_lower_case = do_lower_case
         self.eos_id = self.known_piece_id(EOS_TOKEN)
@@ -118,11 +123,21 @@ class SiglipTokenizer:
             raise FileNotFoundError(f"{vocab_file}: no spiece.model in {path_or_repo_id}")
         return cls(vocab_file, **read_tokenizer_config(model_dir))
 
+    def save_pretrained(self, folder):
+        """spiece.model (the bytes it was loaded from) and tokenizer_config.json, as transformers reads them."""
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / "spiece.model").write_bytes(self.vocab_bytes)
+        config = {"tokenizer_class": "SiglipTokenizer", "model_max_length": self.model_max_length,
+                  "do_lower_case": self.do_lower_case, "eos_token": EOS_TOKEN, "pad_token": EOS_TOKEN,
+                  "unk_token": UNK_TOKEN}
+        (folder / "tokenizer_config.json").write_text(json.dumps(config, indent=2) + "\n")
+
     def known_piece_id(self, piece):
-        """The id of a piece the vocabulary must have; ValueError when it has not."""
+        """The id of a piece the vocabulary must have; InputError when it has not."""
         piece_id = self.sp.piece_to_id(piece)
         if self.sp.id_to_piece(piece_id) != piece:
-            raise ValueError(f"the SentencePiece model has no {piece} piece")
+            raise InputError(f"the SentencePiece model has no {piece} piece")
         return piece_id
 
     def encode_without_dummy_prefix(self, text):

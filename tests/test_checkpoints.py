@@ -2,6 +2,7 @@
 import json
 import shutil
 
+import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -32,25 +33,25 @@ def rewrite_weights(folder, change):
 def test_missing_key_is_named(broken):
     rewrite_weights(broken, lambda t: t.pop("vision_model.encoder.layers.1.mlp.fc2.bias"))
     with pytest.raises(ValueError, match=r"missing: vision_model\.encoder\.layers\.1\.mlp\.fc2\.bias"):
-        sm.SigLIP.from_pretrained(broken)
+        sm.SiglipModel.from_pretrained(broken)
 
 
 def test_unexpected_key_is_named(broken):
     rewrite_weights(broken, lambda t: t.update({"text_model.extra.weight": t["logit_bias"].clone()}))
     with pytest.raises(ValueError, match=r"unexpected: text_model\.extra\.weight"):
-        sm.SigLIP.from_pretrained(broken)
+        sm.SiglipModel.from_pretrained(broken)
 
 
 def test_wrong_shape_is_named(broken):
     rewrite_weights(broken, lambda t: t.update({"text_model.head.weight": t["text_model.head.weight"][:, :-1].clone()}))
     with pytest.raises(ValueError, match=r"shape: text_model\.head\.weight is \(48, 31\).*\(48, 32\)"):
-        sm.SigLIP.from_pretrained(broken)
+        sm.SiglipModel.from_pretrained(broken)
 
 
 def test_every_problem_is_listed_at_once(broken):
     rewrite_weights(broken, lambda t: (t.pop("logit_scale"), t.pop("text_model.head.bias")))
     with pytest.raises(ValueError, match=r"2 problems") as error:
-        sm.SigLIP.from_pretrained(broken)
+        sm.SiglipModel.from_pretrained(broken)
     assert "missing: logit_scale" in str(error.value) and "missing: text_model.head.bias" in str(error.value)
 
 
@@ -58,25 +59,25 @@ def test_truncated_safetensors_file(broken):
     path = broken / "model.safetensors"
     path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
     with pytest.raises(ValueError, match=r"model\.safetensors: unreadable safetensors file"):
-        sm.SigLIP.from_pretrained(broken)
+        sm.SiglipModel.from_pretrained(broken)
 
 
 def test_config_that_is_not_json(broken):
     (broken / "config.json").write_text("{ this is not json")
     with pytest.raises(ValueError, match=r"config\.json: not valid JSON"):
-        sm.SigLIP.from_pretrained(broken)
+        sm.SiglipModel.from_pretrained(broken)
 
 
 def test_folder_without_weights(broken):
     (broken / "model.safetensors").unlink()
     with pytest.raises(FileNotFoundError, match=r"no model\.safetensors or model\.safetensors\.index\.json"):
-        sm.SigLIP.from_pretrained(broken)
+        sm.SiglipModel.from_pretrained(broken)
 
 
 def test_folder_without_config(broken):
     (broken / "config.json").unlink()
     with pytest.raises(FileNotFoundError, match=r"no config\.json"):
-        sm.SigLIP.from_pretrained(broken)
+        sm.SiglipModel.from_pretrained(broken)
 
 
 def test_missing_shard(good_folder, tmp_path):
@@ -84,27 +85,27 @@ def test_missing_shard(good_folder, tmp_path):
     (tmp_path / "config.json").write_text((good_folder / "config.json").read_text())
     (tmp_path / "model.safetensors.index.json").write_text(json.dumps(index))
     with pytest.raises(FileNotFoundError, match=r"model-00001-of-00002\.safetensors: shard named in the index"):
-        sm.SigLIP.from_pretrained(tmp_path)
+        sm.SiglipModel.from_pretrained(tmp_path)
 
 
 def test_unknown_folder_says_where_it_looked(tmp_path, monkeypatch):
     monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "cache"))
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    with pytest.raises(FileNotFoundError, match=r"models--google--nope.*huggingface-cli download google/nope"):
-        sm.SigLIP.from_pretrained("google/nope")
+    with pytest.raises(FileNotFoundError, match=r"models--google--nope.*hf download google/nope"):
+        sm.SiglipModel.from_pretrained("google/nope")
     with pytest.raises(FileNotFoundError, match=r"model folder not found: \./no/such/folder"):
-        sm.SigLIP.from_pretrained("./no/such/folder")
+        sm.SiglipModel.from_pretrained("./no/such/folder")
 
 
 def test_not_a_siglip_config(broken):
     (broken / "config.json").write_text(json.dumps({"model_type": "clip"}))
     with pytest.raises(ValueError, match=r"model_type 'clip' is not SigLIP"):
-        sm.SigLIP.from_pretrained(broken)
+        sm.SiglipModel.from_pretrained(broken)
 
 
 def test_bad_attn_implementation(good_folder):
     with pytest.raises(ValueError, match=r"attn_implementation='flash'"):
-        sm.SigLIP.from_pretrained(good_folder, attn_implementation="flash")
+        sm.SiglipModel.from_pretrained(good_folder, attn_implementation="flash")
 
 
 # Configs (hypothesis): transformers' config.json fields map 1:1, unknown keys are ignored, bad shapes are named.
@@ -154,23 +155,23 @@ def test_default_config_is_siglip_base():
     import transformers
 
     with torch.device("meta"):
-        ours, theirs = sm.SigLIP(sm.SiglipConfig()), transformers.SiglipModel(transformers.SiglipConfig())
+        ours, theirs = sm.SiglipModel(sm.SiglipConfig()), transformers.SiglipModel(transformers.SiglipConfig())
     shapes = {name: p.shape for name, p in ours.named_parameters()}
-    names = sm.hf_names(ours)
+    names = sm.hf_name_map(ours)
     assert {names[n]: s for n, s in shapes.items()} == {n: p.shape for n, p in theirs.named_parameters()}
 
 
 def test_bad_inputs_are_named(good_folder):
     import torch
 
-    model = sm.SigLIP.from_pretrained(good_folder)
+    model = sm.SiglipModel.from_pretrained(good_folder)
     with pytest.raises(ValueError, match=r"pixel_values must be a tensor \(B, 3, H, W\), got \(3, 32, 32\)"):
         model.get_image_features(torch.zeros(3, 32, 32))
     with pytest.raises(ValueError, match=r"interpolate_pos_encoding=True"):
         model.get_image_features(torch.zeros(1, 3, 64, 64))
     with pytest.raises(ValueError, match=r"input_ids has 17 tokens, max_position_embeddings is 16"):
         model.get_text_features(torch.zeros(1, 17, dtype=torch.long))
-    with pytest.raises(ValueError, match=r"input_ids must lie in \[0, 99\)"):
-        model.get_text_features(torch.full((1, 4), 99))
+    with pytest.raises(ValueError, match=r"input_ids must lie in \[0, 99\), got 0\.\.99: is the tokenizer"):
+        sm.embed_texts(model, lambda texts, return_attention_mask: (np.array([[0, 99]]), np.ones((1, 2))), ["x"])
     with pytest.raises(ValueError, match=r"attention_mask \(1, 3\) must match input_ids \(1, 4\)"):
         model.get_text_features(torch.zeros(1, 4, dtype=torch.long), torch.ones(1, 3))

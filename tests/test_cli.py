@@ -11,12 +11,13 @@ import torch
 import transformers
 from PIL import Image
 
+import cli
 import siglip_min as sm
 from oracle import hf_config, save_random_siglip, train_sentencepiece
 from preprocess import SiglipImageProcessor
 from tokenizer import SiglipTokenizer
 
-SCRIPT = str(Path(sm.__file__).resolve())
+SCRIPT = str(Path(cli.__file__).resolve())
 CAPTIONS = ["a red circle", "a blue square", "a green star", "a photo of a cat", "a photo of a dog", "two birds"]
 
 
@@ -53,8 +54,8 @@ def test_zero_shot_matches_transformers_pipeline(checkpoint, images):
     pipe = transformers.pipeline("zero-shot-image-classification", model=transformers.SiglipModel.from_pretrained(checkpoint),
                                  tokenizer=transformers.SiglipTokenizer.from_pretrained(checkpoint),
                                  image_processor=transformers.SiglipImageProcessorPil.from_pretrained(checkpoint))
-    model = sm.SigLIP.from_pretrained(checkpoint)
-    ours = sm.zero_shot(model, SiglipTokenizer.from_pretrained(checkpoint),
+    model = sm.SiglipModel.from_pretrained(checkpoint)
+    ours = sm.zero_shot_ranking(model, SiglipTokenizer.from_pretrained(checkpoint),
                         SiglipImageProcessor.from_pretrained(checkpoint), [str(p) for p in images], labels,
                         mask_padding=True)
     for path, ranked in zip(images, ours):
@@ -112,7 +113,7 @@ def test_errors_are_one_line_with_exit_2(checkpoint, images, tmp_path):
     assert_one_line_error(run_cli("classify", images[0], "--labels", "a", "--model", "google/siglip-nowhere",
                                   env={"HF_HUB_CACHE": str(tmp_path / "cache")}),
                           str(tmp_path / "cache" / "models--google--siglip-nowhere"),
-                          "huggingface-cli download google/siglip-nowhere")
+                          "hf download google/siglip-nowhere")
     if not torch.cuda.is_available():
         assert_one_line_error(run_cli("classify", images[0], "--labels", "a", "--model", checkpoint,
                                       "--device", "cuda"), "--device cuda", "no CUDA GPU")
@@ -172,29 +173,29 @@ def test_help_is_complete_and_ends_with_examples():
         result = run_cli(command, "--help")
         assert result.returncode == 0
         assert "do not sum to 1" in result.stdout
-        assert result.stdout.rstrip().splitlines()[-1].startswith("  python siglip_min.py embed --texts")
+        assert result.stdout.rstrip().splitlines()[-1].startswith("  python cli.py embed --texts")
         for option in ("--model", "--device", "--dtype", "--attn", "--batch-size"):
             assert option in result.stdout
 
 
 def test_classify_with_the_shipped_model_ranks_the_right_caption_first(tmp_path):
     """The main job on a fresh clone: the default model, drawings it never saw, all 32 captions as labels."""
-    import train
+    import shapes
 
     rng = np.random.default_rng(31337)  # a seed training never used
-    image_size = sm.read_config(sm.DEFAULT_MODEL)["vision_config"]["image_size"]
-    truths = [train.CLASSES[i] for i in rng.permutation(len(train.CLASSES))[:16]]
+    image_size = sm.SiglipConfig.from_pretrained(cli.DEFAULT_MODEL).vision_config.image_size
+    truths = [shapes.CLASSES[i] for i in rng.permutation(len(shapes.CLASSES))[:16]]
     paths = []
     for i, (colour, shape) in enumerate(truths):
         paths.append(tmp_path / f"{i}.png")
-        Image.fromarray(train.draw_image(rng, colour, shape, image_size)).save(paths[-1])
-    labels = sm.DEFAULT_MODEL / "examples" / "labels.txt"
+        Image.fromarray(shapes.draw_image(rng, colour, shape, image_size)).save(paths[-1])
+    labels = cli.DEFAULT_MODEL / "examples" / "labels.txt"
     result = run_cli("classify", *paths, "--labels-file", labels, "--json", "--top-k", "1")
     assert result.returncode == 0, result.stderr
     best = [json.loads(line)["scores"][0]["label"] for line in result.stdout.splitlines()]
     assert all(label.split()[1] == colour for label, (colour, _) in zip(best, truths)), best  # colour: ~100%
-    assert sum(label == train.caption(*truth) for label, truth in zip(best, truths)) >= 13, best  # top-1: ~90%
-    examples = sorted((sm.DEFAULT_MODEL / "examples").glob("*.png"))
+    assert sum(label == shapes.caption(*truth) for label, truth in zip(best, truths)) >= 13, best  # top-1: ~90%
+    examples = sorted((cli.DEFAULT_MODEL / "examples").glob("*.png"))
     result = run_cli("classify", *examples, "--labels-file", labels, "--json", "--top-k", "1")
     for line in result.stdout.splitlines():
         record = json.loads(line)

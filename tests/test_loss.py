@@ -97,7 +97,7 @@ def test_finite_for_huge_logits(batch, bias):
 
 def test_from_scratch_init_is_the_papers():
     """[1] §3: t' = log 10, b = -10 (transformers initialises both to 0)."""
-    model = sm.SigLIP(sm.SiglipConfig.from_hf(hf_config().to_dict()))
+    model = sm.SiglipModel(sm.SiglipConfig.from_hf(hf_config().to_dict()))
     assert model.logit_scale.item() == pytest.approx(math.log(10.0))
     assert model.logit_bias.item() == -10.0
 
@@ -105,7 +105,7 @@ def test_from_scratch_init_is_the_papers():
 @pytest.fixture(scope="module")
 def two_models(tmp_path_factory):
     folder = save_random_siglip(tmp_path_factory.mktemp("loss"), hf_config())
-    return load_hf(folder), sm.SigLIP.from_pretrained(folder)
+    return load_hf(folder), sm.SiglipModel.from_pretrained(folder)
 
 
 @settings(max_examples=15, deadline=None)

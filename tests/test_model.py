@@ -46,7 +46,7 @@ def inputs_for(draw, config):
 def compare_on(folder, attn_implementation, ids, mask, pixels, larger):
     """Max abs errors of every public output between transformers and siglip-min."""
     hf = load_hf(folder, attn_implementation)
-    ours = sm.SigLIP.from_pretrained(folder, attn_implementation=attn_implementation)
+    ours = sm.SiglipModel.from_pretrained(folder, attn_implementation=attn_implementation)
     with torch.no_grad():
         want, got = hf(input_ids=ids, pixel_values=pixels), ours(input_ids=ids, pixel_values=pixels)
         return {
@@ -114,7 +114,7 @@ def small_inputs(seed=0, batch=2):
 
 
 def test_save_round_trip_through_transformers(small_folder, tmp_path):
-    ours = sm.SigLIP.from_pretrained(small_folder)
+    ours = sm.SiglipModel.from_pretrained(small_folder)
     ours.save_pretrained(tmp_path / "saved")
     hf, info = transformers.SiglipModel.from_pretrained(tmp_path / "saved", output_loading_info=True)
     assert not any(info[k] for k in ("missing_keys", "unexpected_keys", "mismatched_keys")), info
@@ -130,8 +130,8 @@ def test_sharded_checkpoint_loads(small_folder, tmp_path):
     assert (tmp_path / "sharded" / "model.safetensors.index.json").is_file()
     ids, pixels = small_inputs()
     with torch.no_grad():
-        want = sm.SigLIP.from_pretrained(small_folder)(ids, pixels).logits_per_image
-        got = sm.SigLIP.from_pretrained(tmp_path / "sharded")(ids, pixels).logits_per_image
+        want = sm.SiglipModel.from_pretrained(small_folder)(ids, pixels).logits_per_image
+        got = sm.SiglipModel.from_pretrained(tmp_path / "sharded")(ids, pixels).logits_per_image
     assert torch.equal(want, got)
 
 
@@ -139,7 +139,7 @@ def test_loss_matches_transformers(small_folder):
     ids, pixels = small_inputs(batch=3)
     with torch.no_grad():
         want = load_hf(small_folder)(input_ids=ids, pixel_values=pixels, return_loss=True).loss
-        got = sm.SigLIP.from_pretrained(small_folder)(ids, pixels, return_loss=True).loss
+        got = sm.SiglipModel.from_pretrained(small_folder)(ids, pixels, return_loss=True).loss
     assert abs(want.item() - got.item()) <= 1e-5 * max(1.0, abs(want.item()))
 
 
@@ -150,7 +150,7 @@ def test_classifier_matches_transformers(tmp_path):
     torch.manual_seed(1)
     transformers.SiglipForImageClassification(config).save_pretrained(tmp_path)
     hf = load_hf(tmp_path, "eager", transformers.SiglipForImageClassification)
-    ours = sm.SigLIPClassifier.from_pretrained(tmp_path)
+    ours = sm.SiglipClassifier.from_pretrained(tmp_path)
     assert ours.id2label == {0: "cat", 1: "dog", 2: "shape"}
     pixels = small_inputs()[1]
     with torch.no_grad():
@@ -169,10 +169,10 @@ def test_hub_id_resolves_from_local_cache(small_folder, tmp_path, monkeypatch):
     (tmp_path / "hub" / "models--google--siglip-fake" / "refs").mkdir()
     (tmp_path / "hub" / "models--google--siglip-fake" / "refs" / "main").write_text("abc123")
     monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hub"))
-    model = sm.SigLIP.from_pretrained("google/siglip-fake")
+    model = sm.SiglipModel.from_pretrained("google/siglip-fake")
     assert model.config.vision_config.image_size == 32
-    with pytest.raises(FileNotFoundError, match="huggingface-cli download google/siglip-missing"):
-        sm.SigLIP.from_pretrained("google/siglip-missing")
+    with pytest.raises(FileNotFoundError, match="hf download google/siglip-missing"):
+        sm.SiglipModel.from_pretrained("google/siglip-missing")
 
 
 # Reduced precision on CPU. Bounds are in units of the format's unit roundoff u (2^-8 bfloat16, 2^-11 float16),
@@ -184,8 +184,8 @@ def test_hub_id_resolves_from_local_cache(small_folder, tmp_path, monkeypatch):
 @pytest.mark.parametrize("attn_implementation", ["eager", "sdpa"])
 def test_reduced_precision_on_cpu(small_folder, dtype, unit_roundoff, attn_implementation):
     ids, pixels = small_inputs(batch=4)
-    reference = sm.SigLIP.from_pretrained(small_folder, attn_implementation=attn_implementation)
-    low = sm.SigLIP.from_pretrained(small_folder, dtype=dtype, attn_implementation=attn_implementation)
+    reference = sm.SiglipModel.from_pretrained(small_folder, attn_implementation=attn_implementation)
+    low = sm.SiglipModel.from_pretrained(small_folder, dtype=dtype, attn_implementation=attn_implementation)
     assert all(p.dtype == dtype for p in low.parameters())
     with torch.no_grad():
         for f in ("get_image_features", "get_text_features"):
@@ -201,7 +201,7 @@ def test_reduced_precision_on_cpu(small_folder, dtype, unit_roundoff, attn_imple
 def test_cuda_matches_transformers(small_folder, dtype):
     ids, pixels = small_inputs(batch=4)
     hf = transformers.SiglipModel.from_pretrained(small_folder, dtype=dtype, attn_implementation="sdpa").cuda().eval()
-    ours = sm.SigLIP.from_pretrained(small_folder, device="cuda", dtype=dtype)
+    ours = sm.SiglipModel.from_pretrained(small_folder, device="cuda", dtype=dtype)
     assert ours.logit_scale.device.type == "cuda"
     tolerance = {torch.float32: FEATURES_ATOL, torch.bfloat16: 8 * 2**-8, torch.float16: 8 * 2**-11}[dtype]
     with torch.no_grad():

@@ -90,7 +90,7 @@ def test_transformers_hidden_states_are_embeddings_then_block_outputs(hf_model, 
 @pytest.mark.parametrize("attn_implementation", ["eager", "sdpa"])
 @pytest.mark.parametrize("masked", [False, True])
 def test_trace_matches_transformers_every_layer(folder, hf_model, inputs, attn_implementation, masked):
-    ours = sm.SigLIP.from_pretrained(folder, attn_implementation=attn_implementation)
+    ours = sm.SiglipModel.from_pretrained(folder, attn_implementation=attn_implementation)
     hf = hf_model
     feed = inputs if masked else {**inputs, "attention_mask": None}
     got = parity.trace(ours, **feed)
@@ -107,7 +107,7 @@ def test_trace_matches_transformers_every_layer(folder, hf_model, inputs, attn_i
 
 
 def test_trace_of_one_tower_is_that_tower_of_the_full_trace(folder, inputs):
-    model = sm.SigLIP.from_pretrained(folder)
+    model = sm.SiglipModel.from_pretrained(folder)
     full = parity.trace(model, **inputs)
     vision = parity.trace(model, pixel_values=inputs["pixel_values"])
     text = parity.trace(model, input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"])
@@ -153,7 +153,7 @@ def test_compare_lists_one_sided_names_and_shape_mismatches_as_rows():
 
 @pytest.mark.parametrize("tower", ["vision", "text"])
 def test_perturbed_block_is_named_as_first_mismatch(folder, inputs, tmp_path, capsys, tower):
-    model = sm.SigLIP.from_pretrained(folder)
+    model = sm.SiglipModel.from_pretrained(folder)
     parity.write_golden(tmp_path / "golden.safetensors", {**as_numpy(inputs), **parity.trace(model, **inputs)}, {})
     with torch.no_grad():
         getattr(model, tower).blocks[1].mlp.fc2.weight.mul_(1.01)
@@ -185,7 +185,7 @@ def test_export_then_compare_round_trip(folder, hf_model, inputs, tmp_path, caps
         np.testing.assert_array_equal(tensors[name], array)
     assert tensors["input_ids"].dtype == np.int64
     assert all(tensors[name].dtype == np.float32 for name in expected_names()[3:])
-    trace = parity.trace(sm.SigLIP.from_pretrained(folder), **inputs)
+    trace = parity.trace(sm.SiglipModel.from_pretrained(folder), **inputs)
     assert max(float(np.abs(tensors[name] - trace[name]).max()) for name in trace) == 0
     assert metadata["model"] == str(folder) and metadata["dtype"] == "float32"
     assert metadata["attn_implementation"] == "sdpa" and metadata["torch"] == torch.__version__
@@ -277,7 +277,7 @@ def test_export_from_texts_and_images(folder, tmp_path):
     np.testing.assert_array_equal(tensors["input_ids"], SiglipTokenizer.from_pretrained(model_dir)(texts))
     np.testing.assert_array_equal(tensors["pixel_values"], SiglipImageProcessor(size=32)([image]))  # the model's size
     assert json.loads(metadata["tokenizer"])["texts"] == texts
-    assert json.loads(metadata["preprocessing"])["size"] == 32
+    assert json.loads(metadata["preprocessing"])["size"] == {"height": 32, "width": 32}
 
     (model_dir / "preprocessor_config.json").write_text(json.dumps({"size": {"height": 32, "width": 32},
                                                                     "image_mean": [0.1, 0.2, 0.3]}))

@@ -1,7 +1,7 @@
 """The shipped checkpoints/siglip-tiny-shapes really works: zero-shot accuracy on freshly drawn shapes, in and out
 of the training distribution, and transformers reads the same folder to the same ids, pixels and logits.
 
-Images are drawn with train.py's drawing code under seeds train.py never uses (it draws with --seed 0 and
+Images are drawn with shapes.py's drawing code (what train.py trains on) under seeds train.py never uses (it draws with --seed 0 and
 evaluates with seed 1). The accuracy is computed here from the logits, not by train.py.
 """
 import json
@@ -18,7 +18,8 @@ import siglip_min as sm  # noqa: E402
 from preprocess import SiglipImageProcessor  # noqa: E402
 from tokenizer import SiglipTokenizer  # noqa: E402
 from test_train import assert_transformers_agrees  # noqa: E402
-from train import CLASSES, caption, draw_image, train_vocabulary  # noqa: E402
+from shapes import CLASSES, caption, draw_image  # noqa: E402
+from train import train_vocabulary  # noqa: E402
 
 SHIPPED = Path(__file__).resolve().parents[1] / "checkpoints" / "siglip-tiny-shapes"
 FRESH_SEED = 20240611  # never used in training
@@ -44,7 +45,7 @@ def fresh_drawings(count, seed, **options):
 
 @pytest.fixture(scope="module")
 def shipped():
-    return (sm.SigLIP.from_pretrained(SHIPPED), SiglipTokenizer.from_pretrained(SHIPPED),
+    return (sm.SiglipModel.from_pretrained(SHIPPED), SiglipTokenizer.from_pretrained(SHIPPED),
             SiglipImageProcessor.from_pretrained(SHIPPED))
 
 

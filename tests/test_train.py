@@ -14,11 +14,12 @@ import torch  # noqa: E402
 import transformers  # noqa: E402
 from PIL import Image  # noqa: E402
 
+import shapes  # noqa: E402
 import siglip_min as sm  # noqa: E402
 from preprocess import SiglipImageProcessor  # noqa: E402
 from tokenizer import SiglipTokenizer  # noqa: E402
 import train  # noqa: E402
-from train import CLASSES, COLOURS, SUPERSAMPLE, caption, draw_image, shape_alpha  # noqa: E402
+from shapes import CAPTIONS, CLASSES, COLOURS, SUPERSAMPLE, caption, draw_image, shape_alpha  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 transformers.logging.set_verbosity_error()
@@ -34,7 +35,7 @@ def run_train(*args):
 def assert_transformers_agrees(folder, images, texts):
     """transformers' SiglipTokenizer, SiglipImageProcessorPil and SiglipModel read `folder` to the ids, pixels and
     logits (<= 1e-4) that ours give."""
-    model, tok, proc = (sm.SigLIP.from_pretrained(folder), SiglipTokenizer.from_pretrained(folder),
+    model, tok, proc = (sm.SiglipModel.from_pretrained(folder), SiglipTokenizer.from_pretrained(folder),
                         SiglipImageProcessor.from_pretrained(folder))
     hf_model = transformers.SiglipModel.from_pretrained(folder).eval()
     hf_tok = transformers.SiglipTokenizer.from_pretrained(folder)
@@ -59,12 +60,13 @@ def test_smoke_run_writes_a_folder_transformers_reads(tmp_path):
 
 def test_on_log_receives_what_train_prints(tmp_path, capsys):
     """The callback that notebook 03 plots from gets every progress and evaluation line, with the printed values."""
-    args = train.parse_args(["--steps", "4", "--log-every", "2", "--eval-every", "2", "--threads", "1"])
-    model, tok, proc, _ = train.start_model(args, [caption(*c) for c in CLASSES], tmp_path)
+    options = train.TrainOptions(steps=4, log_every=2, eval_every=2, threads=1)
+    model, tok, proc = train.start_model(options, CAPTIONS, tmp_path)
     rng, image_size = np.random.default_rng(0), model.config.vision_config.image_size
-    evaluation = train.draw_batch(rng, 32, image_size)
+    evaluation = shapes.draw_batch(rng, 32, image_size)
     rows = []
-    train.train(model, tok, proc, train.synthetic_batches(rng, 32, image_size), evaluation, args, on_log=rows.append)
+    train.train(model, tok, proc, train.synthetic_batches(rng, 32, image_size), evaluation, options,
+                on_log=rows.append)
     printed = capsys.readouterr().out.splitlines()
     assert [r["step"] for r in rows] == [2, 2, 4, 4] and len(printed) == 4
     for row, line in zip(rows, printed):
@@ -78,7 +80,7 @@ def test_on_log_receives_what_train_prints(tmp_path, capsys):
 
 def test_weight_decay_falls_on_linear_and_patch_kernels_only():
     """big_vision decays ".*/kernel$": the weights of Dense and Conv layers. Checked here by module type, not name."""
-    model = sm.SigLIP(train.model_config("tiny", vocab_size=20))
+    model = sm.SiglipModel(train.model_config("tiny", vocab_size=20))
     kernels = {id(m.weight) for m in model.modules() if isinstance(m, (torch.nn.Linear, torch.nn.Conv2d))}
     decayed, plain = train.optimizer(model, lr=1e-3, weight_decay=0.1).param_groups
     assert decayed["weight_decay"] == 0.1 and plain["weight_decay"] == 0.0
@@ -108,13 +110,13 @@ def test_drawn_shapes_have_their_geometric_area():
     within one supersampled pixel along its outline (the rasteriser's rounding)."""
     R, r = 20.0, 0.45 * 20.0  # a star's outer and inner radius
     star_edge = math.sqrt(R**2 + r**2 - 2 * R * r * math.cos(math.pi / 5))
-    shapes = {  # area, perimeter
+    areas = {  # area, perimeter
         "circle": (math.pi * R**2, 2 * math.pi * R),
         "square": (2 * R**2, 4 * math.sqrt(2) * R),
         "triangle": (3 * math.sqrt(3) / 4 * R**2, 3 * math.sqrt(3) * R),
         "star": (5 * R * r * math.sin(math.pi / 5), 10 * star_edge),  # ten triangles R, r at 36 degrees
     }
-    for shape, (area, perimeter) in shapes.items():
+    for shape, (area, perimeter) in areas.items():
         for angle in (0.0, 0.3, 2.0):
             covered = shape_alpha(shape, 64, (32.0, 32.0), R, angle).sum()
             assert abs(covered - area) <= perimeter / SUPERSAMPLE, (shape, angle, covered, area)
@@ -137,9 +139,9 @@ def test_a_shape_drawn_at_a_given_centre_is_centred_there():
 def test_patch_dropout_feeds_the_blocks_a_random_subset_of_each_images_tokens():
     """FLIP's patch dropout: the first vision block sees round((1 - drop) N) of each image's own tokens, a different
     subset per image; with nothing dropped the loss is the model's own (SiglipModel's, tested in test_loss)."""
-    model = train.init_weights(sm.SigLIP(train.model_config("tiny", vocab_size=20))).train()
+    model = sm.SiglipModel(train.model_config("tiny", vocab_size=20)).train()
     image_size = model.config.vision_config.image_size
-    images, captions, _ = train.draw_batch(np.random.default_rng(3), 8, image_size)
+    images, captions, _ = shapes.draw_batch(np.random.default_rng(3), 8, image_size)
     ids = torch.randint(3, 20, (8, train.TEXT_LENGTH))
     pixels = torch.from_numpy(SiglipImageProcessor(size=image_size)(images))
     seen = {}
@@ -169,11 +171,12 @@ def test_patch_dropout_out_of_range_is_a_clear_error():
 
 def test_patch_dropout_runs_until_the_unmasked_tail(tmp_path, monkeypatch):
     """--patch-dropout 0.25 --unmasked-tail 0.2 over 5 steps: steps 1-4 drop tokens, step 5 keeps every token."""
-    args = train.parse_args(["--steps", "5", "--patch-dropout", "0.25", "--unmasked-tail", "0.2", "--threads", "1"])
-    model, tok, proc, _ = train.start_model(args, [caption(*c) for c in CLASSES], tmp_path)
+    options = train.parse_args(["--steps", "5", "--patch-dropout", "0.25", "--unmasked-tail", "0.2", "--threads", "1"])
+    assert options == train.TrainOptions(steps=5, patch_dropout=0.25, unmasked_tail=0.2, threads=1)
+    model, tok, proc = train.start_model(options, CAPTIONS, tmp_path)
     calls = []
     real = train.patch_dropout_loss
     monkeypatch.setattr(train, "patch_dropout_loss", lambda *a, **k: calls.append(a[3]) or real(*a, **k))
     rng, image_size = np.random.default_rng(0), model.config.vision_config.image_size
-    train.train(model, tok, proc, train.synthetic_batches(rng, 32, image_size), None, args)
+    train.train(model, tok, proc, train.synthetic_batches(rng, 32, image_size), None, options)
     assert calls == [0.25] * 4
