@@ -175,3 +175,28 @@ def test_bad_inputs_are_named(good_folder):
         sm.embed_texts(model, lambda texts, return_attention_mask: (np.array([[0, 99]]), np.ones((1, 2))), ["x"])
     with pytest.raises(ValueError, match=r"attention_mask \(1, 3\) must match input_ids \(1, 4\)"):
         model.get_text_features(torch.zeros(1, 4, dtype=torch.long), torch.ones(1, 3))
+
+
+@pytest.mark.parametrize("error, says", [
+    ("GatedRepoError", "a gated repository on the Hub; accept its terms"),
+    ("RepositoryNotFoundError", "no such repository on the Hub, or a private one"),
+    ("LocalEntryNotFoundError", r"the download failed, no network\? \(Connection refused\)"),
+])
+def test_a_failed_download_says_why(tmp_path, monkeypatch, error, says):
+    """Not in the cache and online: huggingface_hub's own error classes, raised as its snapshot_download raises them,
+    become one message each (the Hub itself cannot be reached from the tests)."""
+    import httpx
+    import huggingface_hub
+    from huggingface_hub import errors
+
+    def failing_download(repo_id, **kwargs):
+        if error == "LocalEntryNotFoundError":
+            raise errors.LocalEntryNotFoundError("Connection refused")
+        response = httpx.Response(401, request=httpx.Request("GET", f"https://huggingface.co/api/models/{repo_id}"))
+        raise getattr(errors, error)(f"401 for {repo_id}", response=response)
+
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "0")
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", failing_download)
+    with pytest.raises(sm.InputError, match=f"google/siglip-elsewhere: .*{says}"):
+        sm.SiglipModel.from_pretrained("google/siglip-elsewhere")

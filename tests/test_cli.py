@@ -134,6 +134,43 @@ def test_hub_id_from_fake_cache(checkpoint, images, tmp_path):
     assert json.loads(cached.stdout) == json.loads(direct.stdout)
 
 
+def test_siglip_min_py_hands_over_to_cli_py(checkpoint, images):
+    """Users have `python siglip_min.py classify ...`: the model file hands it to cli.py, same output."""
+    args = ["classify", str(images[0]), "--labels", "cat", "dog", "--model", str(checkpoint), "--json"]
+    old = subprocess.run([sys.executable, sm.__file__, *args], capture_output=True, text=True, timeout=300,
+                         env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    assert old.returncode == 0, old.stderr
+    assert json.loads(old.stdout) == json.loads(run_cli(*args).stdout)
+
+
+def test_one_classify_looks_up_the_model_once_and_reads_config_json_once(checkpoint, images, tmp_path,
+                                                                         monkeypatch, capsys):
+    import hub
+
+    snapshot = tmp_path / "cache" / "models--org--counted" / "snapshots" / "abc"
+    snapshot.mkdir(parents=True)
+    for f in checkpoint.iterdir():
+        (snapshot / f.name).symlink_to(f)
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "cache"))
+    lookups, reads = [], []
+    find, read_text = hub.cached_snapshot, Path.read_text
+    monkeypatch.setattr(hub, "cached_snapshot", lambda *a, **k: lookups.append(a) or find(*a, **k))
+    monkeypatch.setattr(Path, "read_text", lambda path, *a, **k: reads.append(path.name) or read_text(path, *a, **k))
+    assert cli.main(["classify", str(images[0]), "--labels", "cat", "dog", "--model", "org/counted"]) == 0
+    assert "cat" in capsys.readouterr().out
+    assert len(lookups) == 1 and reads.count("config.json") == 1, (lookups, reads)
+
+
+def test_a_bug_keeps_its_traceback(checkpoint, images, monkeypatch):
+    """Only the user's input errors become one line; a TypeError from the code is not swallowed."""
+    def broken(*args, **kwargs):
+        raise TypeError("a bug in the code")
+
+    monkeypatch.setattr(sm, "zero_shot_logits", broken)
+    with pytest.raises(TypeError, match="a bug in the code"):
+        cli.main(["classify", str(images[0]), "--labels", "cat", "--model", str(checkpoint)])
+
+
 def test_embed_folder_with_corrupt_file_keeps_rows_aligned(checkpoint, images, tmp_path):
     folder = tmp_path / "photos"
     (folder / "sub").mkdir(parents=True)

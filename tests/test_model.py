@@ -1,6 +1,8 @@
-"""siglip_min.SigLIP against transformers.SiglipModel (the oracle) on the same random checkpoints."""
+"""siglip_min.SiglipModel against transformers.SiglipModel (the oracle) on the same random checkpoints."""
+import math
 import tempfile
 
+import numpy as np
 import pytest
 import torch
 import transformers
@@ -10,7 +12,7 @@ from hypothesis import strategies as st
 import siglip_min as sm
 from oracle import hf_config, load_hf, max_abs, save_random_siglip
 
-FEATURES_ATOL = 1e-5  # DESIGN.md: float32 CPU features
+FEATURES_ATOL = 1e-5  # float32 CPU features: the README's parity promise
 LOGITS_ATOL = 1e-4
 
 
@@ -159,6 +161,40 @@ def test_classifier_matches_transformers(tmp_path):
     again, info = transformers.SiglipForImageClassification.from_pretrained(tmp_path / "saved", output_loading_info=True)
     assert not any(info[k] for k in ("missing_keys", "unexpected_keys", "mismatched_keys")), info
     assert again.config.id2label == config.id2label
+
+
+def big_vision_sincos_2d(grid, width, temperature=10_000.0):
+    """big_vision's posemb_sincos_2d (models/vit.py), written out in NumPy: [sin x, cos x, sin y, cos y]."""
+    y, x = np.mgrid[:grid, :grid]
+    omega = 1.0 / temperature ** (np.arange(width // 4) / (width // 4 - 1))
+    x, y = np.outer(x.flatten(), omega), np.outer(y.flatten(), omega)
+    return np.concatenate([np.sin(x), np.cos(x), np.sin(y), np.cos(y)], axis=1)  # (N, D)
+
+
+def test_a_new_model_starts_as_the_paper_initialises_it():
+    """SiglipModel(config) alone: logit scale log 10 and bias -10 ([1] §3), and big_vision's init by layer type:
+    Xavier-uniform kernels (within the bound, with its standard deviation), zero biases, LayerNorms at 1 and 0,
+    N(0, 1/D) text positions and probe, sine-cosine image positions."""
+    torch.manual_seed(0)
+    model = sm.SiglipModel(sm.SiglipConfig.from_hf(hf_config(
+        text=dict(hidden_size=64, intermediate_size=128, max_position_embeddings=64, projection_size=64),
+        vision=dict(hidden_size=64, intermediate_size=128)).to_dict()))
+    assert model.logit_scale.item() == pytest.approx(math.log(10)) and model.logit_bias.item() == -10
+    kernels = [m.weight for m in model.modules() if isinstance(m, (torch.nn.Linear, torch.nn.Conv2d))]
+    kernels.append(model.text.embed.token)
+    for weight in kernels:
+        fan_out, fan_in = weight.view(weight.shape[0], -1).shape
+        bound = math.sqrt(6 / (fan_in + fan_out))
+        assert weight.abs().max() <= bound and abs(weight.std().item() / (bound / math.sqrt(3)) - 1) < 0.15
+    for m in model.modules():
+        if isinstance(m, (torch.nn.Linear, torch.nn.Conv2d, torch.nn.LayerNorm)):
+            assert (m.bias == 0).all()
+        if isinstance(m, torch.nn.LayerNorm):
+            assert (m.weight == 1).all()
+    for table in (model.text.embed.pos, model.vision.head.probe):
+        assert abs(table.std().item() * math.sqrt(64) - 1) < 0.15 and abs(table.mean().item()) < 0.02
+    want = big_vision_sincos_2d(32 // 8, 64)
+    assert np.abs(model.vision.embed.pos.detach().numpy() - want).max() < 1e-6
 
 
 def test_hub_id_resolves_from_local_cache(small_folder, tmp_path, monkeypatch):

@@ -15,7 +15,7 @@ import siglip_min as sm
 from oracle import hf_config, load_hf, max_abs, save_random_siglip
 
 REPO = Path(__file__).resolve().parents[1]
-ATOL = 1e-5  # DESIGN.md: float32 on CPU, every layer
+ATOL = 1e-5  # float32 on CPU, every layer: parity.py's default
 LAYERS = 3  # per tower: enough for a perturbed block with good blocks before and after it
 
 

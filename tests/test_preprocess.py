@@ -165,6 +165,18 @@ def test_preprocessor_config_matches_transformers(tmp_path):
     images = [picture("RGBA", 6, 90, 70), picture("L", 7, 33, 120)]
     pixels = SiglipImageProcessor.from_pretrained(tmp_path)(images)
     np.testing.assert_allclose(pixels, hf_pixels(images, reference), rtol=0, atol=ATOL)
+    SiglipImageProcessor.from_pretrained(tmp_path).save_pretrained(tmp_path / "saved")  # keeps what it loaded
+    resaved = transformers.SiglipImageProcessorPil.from_pretrained(tmp_path / "saved")
+    np.testing.assert_allclose(pixels, hf_pixels(images, resaved), rtol=0, atol=ATOL)
+
+
+def test_folder_without_preprocessor_config_takes_the_model_image_size(tmp_path):
+    """No preprocessor_config.json: SigLIP's defaults at config.json's vision_config.image_size."""
+    (tmp_path / "config.json").write_text(json.dumps({"vision_config": {"image_size": 48}}))
+    image = picture("RGB", 9, 30, 40)
+    np.testing.assert_array_equal(SiglipImageProcessor.from_pretrained(tmp_path)(image),
+                                  hf_pixels(image, transformers.SiglipImageProcessorPil(size={"height": 48,
+                                                                                              "width": 48})))
 
 
 def test_folder_without_config_gets_the_defaults(tmp_path):

@@ -195,6 +195,11 @@ def test_tokenizer_config_sets_max_length_and_case(model_dir, tmp_path):
     assert (ours.model_max_length, ours.do_lower_case) == (theirs.model_max_length, theirs.do_lower_case) == (16, False)
     texts = ["A Photo of the CAT", "Ein Bild der KATZE und Hund " * 3]
     np.testing.assert_array_equal(ours(texts), hf_ids(theirs, texts, 16)[0])
+    ours.save_pretrained(tmp_path / "saved")  # keeps the length and case it loaded, and the vocabulary's bytes
+    assert (tmp_path / "saved" / "spiece.model").read_bytes() == (model_dir / "spiece.model").read_bytes()
+    resaved = transformers.SiglipTokenizer.from_pretrained(tmp_path / "saved")
+    assert (resaved.model_max_length, resaved.do_lower_case) == (16, False)
+    np.testing.assert_array_equal(ours(texts), hf_ids(resaved, texts, 16)[0])
 
 
 def test_hub_id_is_found_in_the_hugging_face_cache(model_dir, tmp_path, monkeypatch):
