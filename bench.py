@@ -23,6 +23,7 @@ from pathlib import Path
 import torch
 
 import siglip_min as sm
+from hub import InputError
 from parity import seeded_inputs
 
 SO400M = dict(hidden_size=1152, intermediate_size=4304, num_hidden_layers=27, num_attention_heads=16)
@@ -202,15 +203,18 @@ def main(argv=None):
     args = parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
-    if args.device.startswith("cuda") and not torch.cuda.is_available():
-        sys.exit(f"bench.py: error: --device {args.device}: no CUDA GPU is available")
-    if args.child:
-        return load_child(args)
-    if args.model:
-        return run(args, args.model)
-    with tempfile.TemporaryDirectory() as folder:
-        run(args, make_checkpoint(args.shape, folder))
+    try:
+        sm.check_device(args.device)
+        if args.child:
+            return load_child(args)
+        if args.model:
+            return run(args, args.model)
+        with tempfile.TemporaryDirectory() as folder:
+            run(args, make_checkpoint(args.shape, folder))
+    except (InputError, OSError) as e:  # a bad --model or --device: one line; a bug keeps its traceback
+        print("bench.py: error: " + " ".join(str(e).split()), file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -9,6 +9,7 @@ unreadable image) are printed as one line and exit 2; anything else is a bug and
 """
 import argparse
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -22,6 +23,7 @@ from preprocess import SiglipImageProcessor
 from tokenizer import SiglipTokenizer
 
 DEFAULT_MODEL = Path(__file__).resolve().parent / "checkpoints" / "siglip-tiny-shapes"
+MAX_TEXT_FILE_BYTES = 64 * 2**20  # --labels-file and --texts: a text file, not /dev/zero
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm")
 EXAMPLES = """
 scores:
@@ -33,7 +35,7 @@ examples:
   python cli.py classify cat.jpg --labels cat dog "a red star"
   python cli.py classify photos/*.jpg --labels-file labels.txt --top-k 3 --json
   python cli.py classify img.png --labels cat dog --model google/siglip-base-patch16-224
-  python cli.py embed photos/ --out embeds.npy          # also writes embeds.txt (the paths)
+  python cli.py embed photos/ --out embeds.npy          # also writes embeds.txt: each row's path, as JSON
   python cli.py embed --texts captions.txt --out text_embeds.npy
 """
 
@@ -68,49 +70,100 @@ def build_parser():
                                 formatter_class=argparse.RawDescriptionHelpFormatter,
                                 help="write L2-normalised embeddings of images (or texts) to a .npy file")
     embed.add_argument("inputs", nargs="*", metavar="IMAGE_OR_FOLDER")
-    embed.add_argument("--texts", help="embed these captions instead, one a line")
-    embed.add_argument("--out", required=True, help="embeds.npy; the paths (or texts) go to embeds.txt beside it")
+    embed.add_argument("--texts", help="embed these captions instead, one a line (row i is line i, blank ones too)")
+    embed.add_argument("--out", required=True, help="embeds.npy; embeds.txt beside it gets each row's path (or text) "
+                                                    "as one JSON string a line")
     return parser
 
 
 def load_model(args):
     """Model, tokenizer and image processor for --model/--device/--dtype/--attn; the folder is looked up once."""
-    if args.device.startswith("cuda") and not torch.cuda.is_available():
-        raise InputError(f"--device {args.device}: no CUDA GPU is available (torch {torch.__version__})")
     if args.batch_size < 1:
         raise InputError(f"--batch-size must be at least 1, got {args.batch_size}")
+    try:
+        sm.check_device(args.device)
+    except InputError as e:
+        raise InputError(f"--device: {e}") from None
     folder = resolve_model_dir(args.model)
     model = sm.SiglipModel.from_pretrained(folder, device=args.device, dtype=sm.DTYPES[args.dtype],
                                            attn_implementation=args.attn)
     return model, SiglipTokenizer.from_pretrained(folder), SiglipImageProcessor.from_pretrained(folder)
 
 
-def read_lines(path, what):
+def read_lines(path, option):
+    """The lines of a UTF-8 text file (a byte-order mark dropped, each line stripped), one entry per line."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"{option} {path}: " + ("not a regular file" if path.exists() else "no such file"))
+    if path.stat().st_size > MAX_TEXT_FILE_BYTES:
+        raise InputError(f"{option} {path}: {path.stat().st_size} bytes, over the {MAX_TEXT_FILE_BYTES} this reads")
     try:
-        return [line.strip() for line in Path(path).read_text(encoding="utf-8").splitlines() if line.strip()]
-    except (OSError, UnicodeDecodeError) as e:
-        raise InputError(f"{what} {path}: cannot read it ({e.__class__.__name__})") from None
+        return [line.strip() for line in path.read_text(encoding="utf-8-sig").splitlines()]
+    except UnicodeDecodeError as e:
+        raise InputError(f"{option} {path}: not UTF-8 text ({e.reason} at byte {e.start})") from None
+
+
+def read_labels(args):
+    """--labels, then the non-blank lines of --labels-file; a blank --labels entry is refused by prompt_embeds."""
+    labels = args.labels + ([line for line in read_lines(args.labels_file, "--labels-file") if line]
+                            if args.labels_file else [])
+    if not labels:
+        raise InputError("no labels: give --labels LABEL ... or --labels-file FILE")
+    return labels
+
+
+def warn_if_truncated(tokenizer, texts, what):
+    """One warning naming the texts longer than the model reads (their end is cut off, as transformers cuts it)."""
+    long = [text for text in dict.fromkeys(texts) if len(tokenizer.encode(text)) > tokenizer.model_max_length]
+    if long:
+        shown = ", ".join(repr(text) for text in long[:3]) + (f" and {len(long) - 3} more" if len(long) > 3 else "")
+        print(f"warning: {len(long)} {what} longer than the model's {tokenizer.model_max_length} tokens are cut off: "
+              f"{shown}", file=sys.stderr)
+
+
+def check_image_paths(paths, folders_allowed):
+    for path in map(Path, paths):
+        if not path.exists():
+            raise InputError(f"{path}: no such file")
+        if path.is_dir() and not folders_allowed:
+            raise InputError(f"{path}: a folder, not an image file")
 
 
 def run_classify(args):
-    labels = args.labels + (read_lines(args.labels_file, "--labels-file") if args.labels_file else [])
-    if not labels:
-        raise InputError("no labels: give --labels LABEL ... or --labels-file FILE")
-    for image in args.images:
-        if not Path(image).is_file():
-            raise InputError(f"{image}: no such image file")
+    labels = read_labels(args)
+    if args.top_k is not None and args.top_k < 1:
+        raise InputError(f"--top-k must be at least 1, got {args.top_k}")
+    template = args.template
+    if template is not None:
+        sm.check_template(template)
+    check_image_paths(args.images, folders_allowed=False)
     model, tokenizer, processor = load_model(args)
-    template = args.template or model.config.prompt_template or sm.DEFAULT_TEMPLATE
-    logits = sm.zero_shot_logits(model, tokenizer, processor, args.images, labels, template, args.batch_size,
-                              args.mask_padding)  # (B, C)
+    template = template or model.config.prompt_template or sm.DEFAULT_TEMPLATE
+    text_embeds = sm.prompt_embeds(model, tokenizer, labels, template, args.batch_size, args.mask_padding)  # (C, D)
+    warn_if_truncated(tokenizer, [template.format(label) for label in labels], "prompts")
+    skipped = []
+    for chunk in sm.batches(args.images, args.batch_size):
+        pixels, readable = read_images(processor, chunk, skipped)
+        if readable:
+            with torch.no_grad():
+                logits = model.logits_per_text(sm.embed_pixels(model, pixels), text_embeds).T.float()  # (b, C)
+            print_scores(args, readable, labels, logits)
+    report_skipped(skipped, len(args.images))
+
+
+def print_scores(args, images, labels, logits):
+    """Each image's labels, best first, as text or one JSON object a line; NaN or infinite scores are refused."""
+    if not torch.isfinite(logits).all():
+        raise InputError(f"the model gave NaN or infinite scores for {images[0]} (--dtype {args.dtype})"
+                         + (": try --dtype float32" if args.dtype != "float32" else ""))
     softmaxed = sm.ranked_labels(labels, logits.softmax(dim=-1)) if args.softmax else None
-    for i, (image, scores) in enumerate(zip(args.images, sm.ranked_labels(labels, logits.sigmoid()))):
+    for i, (image, scores) in enumerate(zip(images, sm.ranked_labels(labels, logits.sigmoid()))):
         scores = scores[: args.top_k] if args.top_k else scores
         extra = dict(softmaxed[i]) if softmaxed else {}
         if args.json:
             rows = [{"label": label, "score": score, **({"softmax": extra[label]} if extra else {})}
                     for label, score in scores]
-            print(json.dumps({"image": image, "scores": rows}))
+            print(json.dumps({"image": image, "scores": rows}, allow_nan=False))
         else:
             print(image)
             for label, score in scores:
@@ -119,6 +172,7 @@ def run_classify(args):
 
 def embed_inputs(paths):
     """Image files from files and folders (folders walked recursively, sorted)."""
+    check_image_paths(paths, folders_allowed=True)
     files = []
     for path in map(Path, paths):
         if path.is_dir():
@@ -128,7 +182,28 @@ def embed_inputs(paths):
     return [str(f) for f in files]
 
 
+def output_paths(out, inputs):
+    """(rows.npy, sidecar.txt) for --out, checked before any work: never an input, and the folder writable.
+
+    np.save adds .npy to a name without it; the paths say where the rows really go.
+    """
+    rows = Path(out) if Path(out).suffix == ".npy" else Path(str(out) + ".npy")
+    sidecar = rows.with_suffix(".txt")
+    for path in (rows, sidecar):
+        if path.is_dir():
+            raise InputError(f"--out {out}: {path} is a folder")
+        if any(path.exists() and path.samefile(given) for given in inputs if Path(given).exists()):
+            raise InputError(f"--out {out}: would write over the input {path}")
+    folder = rows.parent
+    if not folder.is_dir() or not os.access(folder, os.W_OK):
+        raise InputError(f"--out {out}: cannot write into {folder}" + ("" if folder.is_dir() else " (no such folder)"))
+    return rows, sidecar
+
+
 def progress(done, total, started):
+    """One self-overwriting line on a terminal; nothing when stderr is a file or a pipe."""
+    if not sys.stderr.isatty():
+        return
     rate = done / max(time.time() - started, 1e-9)
     eta = (total - done) / rate if rate else float("inf")
     print(f"\rembedded {done}/{total}  {rate:.1f} items/s  ETA {eta:.0f}s", end="", file=sys.stderr, flush=True)
@@ -139,8 +214,11 @@ def run_embed(args):
         raise InputError("give images or folders to embed, or --texts FILE, not both")
     items = read_lines(args.texts, "--texts") if args.texts else embed_inputs(args.inputs)
     if not items:
-        raise InputError("nothing to embed: no texts in the file, or no images in the folders")
+        raise InputError("nothing to embed: no lines in the file, or no images in the folders")
+    rows_path, sidecar = output_paths(args.out, [args.texts] if args.texts else items)
     model, tokenizer, processor = load_model(args)
+    if args.texts:
+        warn_if_truncated(tokenizer, items, "texts")
     rows, kept, skipped, started = [], [], [], time.time()
     for chunk in sm.batches(items, args.batch_size):
         if args.texts:
@@ -152,35 +230,67 @@ def run_embed(args):
                 rows.append(sm.embed_pixels(model, pixels).float().cpu().numpy())
                 kept += readable
         progress(len(kept) + len(skipped), len(items), started)
-    print(file=sys.stderr)
-    out = Path(args.out)
-    np.save(out, np.concatenate(rows) if rows else np.zeros((0, model.config.vision_config.hidden_size), np.float32))
-    out.with_suffix(".txt").write_text("".join(k.replace("\n", " ") + "\n" for k in kept), encoding="utf-8")
-    print(f"wrote {len(kept)} rows to {out} and {out.with_suffix('.txt')}", file=sys.stderr)
-    if skipped:
-        print(f"skipped {len(skipped)} unreadable files:\n  " + "\n  ".join(skipped), file=sys.stderr)
+    if sys.stderr.isatty():
+        print(file=sys.stderr)  # end the progress line
+    report_skipped(skipped, len(items))
+    write_both(rows_path, np.concatenate(rows), sidecar, kept)
+    print(f"wrote {len(kept)} rows to {rows_path}, and what each row is to {sidecar}", file=sys.stderr)
+
+
+def write_both(rows_path, rows, sidecar, items):
+    """The rows (.npy) and the sidecar, one JSON string a line, ASCII (so any path or text, line breaks of every kind
+    included, reads back with json.loads per line): both or neither, each written to a temporary file first and
+    renamed into place."""
+    temporary = [rows_path.with_name(rows_path.name + ".partial"), sidecar.with_name(sidecar.name + ".partial")]
+    try:
+        with open(temporary[0], "wb") as f:
+            np.save(f, rows)
+        temporary[1].write_text("".join(json.dumps(item) + "\n" for item in items),
+                                encoding="utf-8")
+        os.replace(temporary[1], sidecar)
+        os.replace(temporary[0], rows_path)
+    finally:
+        for path in temporary:
+            path.unlink(missing_ok=True)
 
 
 def read_images(processor, paths, skipped):
-    """pixel_values of the readable paths, and those paths; each unreadable one is reported and added to skipped."""
+    """pixel_values of the readable paths, and those paths; why each other one cannot be read goes to skipped."""
     pixels, readable = [], []
     for path in paths:
         try:
             pixels.append(processor(path))  # (1, 3, H, W)
             readable.append(path)
-        except (OSError, InputError) as e:
-            print(f"\nskipping {path}: {e}", file=sys.stderr)
-            skipped.append(path)
+        except (OSError, InputError) as e:  # the message names the file
+            skipped.append(" ".join(str(e).split()))
     return (np.concatenate(pixels) if pixels else None), readable
 
 
+def report_skipped(skipped, total):
+    """classify and embed alike: the unreadable files and why, after the work; an error when none could be read."""
+    if len(skipped) == total:
+        raise InputError(f"none of the {total} images could be read: {skipped[0]}"
+                         + (f" (and {total - 1} more)" if total > 1 else ""))
+    if skipped:
+        print(f"skipped {len(skipped)} unreadable files:\n  " + "\n  ".join(skipped), file=sys.stderr)
+
+
 def main(argv=None):
+    """Run one command: 0 done, 2 bad input (one line on stderr), 130 interrupted, 141 when the reader of the output
+    went away (`| head`: quietly, as a Unix tool stopped by SIGPIPE); a bug keeps its traceback."""
     args = build_parser().parse_args(argv)
     try:
         run_classify(args) if args.command == "classify" else run_embed(args)
+        sys.stdout.flush()  # here, where a closed pipe can still be caught
+    except BrokenPipeError:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error when Python flushes stdout
+        return 141
     except (InputError, OSError) as e:  # the user's input; a bug in the code keeps its traceback
         print(f"cli.py {args.command}: error: " + " ".join(str(e).split()), file=sys.stderr)  # one line
         return 2
+    except KeyboardInterrupt:
+        print(f"cli.py {args.command}: interrupted", file=sys.stderr)
+        return 130
     return 0
 
 

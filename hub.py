@@ -34,6 +34,17 @@ def read_json(path):
     return value
 
 
+LFS_POINTER = b"version https://git-lfs.github.com/spec/"
+
+
+def check_not_lfs_pointer(path):
+    """Refuse a git-lfs pointer file in place of the real one (a clone made without git-lfs), naming it."""
+    with open(path, "rb") as f:
+        if f.read(len(LFS_POINTER)) == LFS_POINTER:
+            raise InputError(f"{path}: a git-lfs pointer, not the file itself; fetch it with `git lfs pull` "
+                             f"(or download the file)")
+
+
 def hub_cache_dir():
     """The folder huggingface_hub caches models in, following its environment variables."""
     if os.environ.get("HF_HUB_CACHE"):

@@ -366,6 +366,8 @@ def run_export(args):
 
 def run_compare(args):
     (a, _), (b, _) = read_golden(args.a), read_golden(args.b)
+    if not a and not b:
+        raise InputError(f"{args.a} and {args.b} hold no tensors: nothing to compare")
     rows = compare(a, b, args.atol, args.rtol)
     print(f"A: {args.a}\nB: {args.b}\n{format_report(rows)}")
     return 0 if all(row["result"] == "ok" for row in rows) else 1

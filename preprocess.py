@@ -70,7 +70,24 @@ def open_image(path, where):
         raise InputError(f"{where}: cannot be read ({error})") from None
     with image:
         check_pixel_limit(image, where)
-        return decode_pixels(lambda: ImageOps.exif_transpose(image).convert("RGB"), image.mode, where)
+        upright = decode_pixels(lambda: ImageOps.exif_transpose(image), image.mode, where)
+        return decode_pixels(lambda: to_8_bit(upright, where).convert("RGB"), image.mode, where)
+
+
+SIXTEEN_BIT_MODES = ("I;16", "I;16L", "I;16B", "I;16N")
+
+
+def to_8_bit(image, where):
+    """A 16-bit greyscale image as 8-bit (mode L): v8 = round(v16 / 257), which maps 0..65535 onto 0..255 exactly
+    (65535 = 255 * 257). PIL's convert, and so transformers, clip at 255 instead: most 16-bit pictures come out white.
+    32-bit modes (I, F) have no one 8-bit scale and are refused. Other modes pass through."""
+    if image.mode in SIXTEEN_BIT_MODES:
+        values = decode_pixels(lambda: np.asarray(image, dtype=np.float64), image.mode, where)  # (H, W)
+        return Image.fromarray(np.round(values / 257).astype(np.uint8))
+    if image.mode in ("I", "F"):
+        raise InputError(f"{where}: mode {image.mode} image (32-bit pixels) has no one 8-bit scale; "
+                         f"save it as 8-bit or 16-bit first")
+    return image
 
 
 def decode_pixels(make_image, mode, where):
@@ -87,6 +104,7 @@ def pil_to_rgb(image, where):
     """RGB PIL image; alpha and transparency are composited on white (image_transforms.convert_to_rgb)."""
     check_pixel_limit(image, where)
     check_not_empty(*image.size, where)
+    image = to_8_bit(image, where)
     if "A" in image.getbands() or image.info.get("transparency") is not None:
         rgba = decode_pixels(lambda: image.convert("RGBA"), image.mode, where)
         white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
@@ -151,31 +169,62 @@ def rescale_and_normalize(pixels, lookup_table, out):
 
 
 def read_size(size):
-    """(height, width) from an int, a (height, width) pair or a {"height", "width"} dict."""
+    """(height, width) from an int, a (height, width) pair or a {"height", "width"} dict, both positive ints."""
     if isinstance(size, dict):
         if set(size) != {"height", "width"}:
             raise InputError(f"size {size}: only {{'height', 'width'}} is supported (no shortest_edge)")
-        size = (size["height"], size["width"])
-    height, width = (size, size) if isinstance(size, int) else size
-    if height < 1 or width < 1:
-        raise InputError(f"size must be positive, got {size}")
-    return int(height), int(width)
+        pair = (size["height"], size["width"])
+    else:
+        pair = (size, size) if isinstance(size, int) else size
+    if not (isinstance(pair, (list, tuple)) and len(pair) == 2 and all(is_positive_int(v) for v in pair)):
+        raise InputError(f"size must be a positive int or a positive height and width, got {size!r}")
+    return tuple(pair)
+
+
+def is_positive_int(value):
+    return isinstance(value, int) and not isinstance(value, bool) and value > 0
+
+
+def is_number(value):
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and np.isfinite(value)
+
+
+def check_normalization(rescale_factor, image_mean, image_std):
+    """A positive rescale factor, and three finite means and three positive stds (one per RGB channel)."""
+    if not is_number(rescale_factor) or rescale_factor <= 0:
+        raise InputError(f"rescale_factor must be a positive number, got {rescale_factor!r}")
+    for name, values in (("image_mean", image_mean), ("image_std", image_std)):
+        if not (isinstance(values, (list, tuple)) and len(values) == 3 and all(is_number(v) for v in values)):
+            raise InputError(f"{name} must be three numbers (R, G, B), got {values!r}")
+    if min(image_std) <= 0:
+        raise InputError(f"image_std must be positive, got {list(image_std)}: normalising divides by it")
+
+
+def read_resample(resample):
+    """A PIL resampling filter from its number (as preprocessor_config.json stores it)."""
+    try:
+        return Image.Resampling(resample)
+    except ValueError:
+        names = ", ".join(f"{f.value} {f.name.lower()}" for f in Image.Resampling)
+        raise InputError(f"resample must be one of {names}; got {resample!r}") from None
 
 
 def read_preprocessor_config(model_dir):
-    """Constructor arguments for a model folder: its preprocessor_config.json when it has one (switched-off steps
-    refused), else SigLIP's defaults at the image size of its config.json. The one place that decides."""
+    """(constructor arguments, the file they come from) for a model folder: its preprocessor_config.json when it has
+    one (switched-off steps refused), else SigLIP's defaults at the image size of its config.json. The one place
+    that decides."""
     path = model_dir / "preprocessor_config.json"
     if not path.is_file():
         model_config = model_dir / "config.json"
         vision = (read_json(model_config).get("vision_config") or {}) if model_config.is_file() else {}
-        return {"size": vision["image_size"]} if "image_size" in vision else {}
+        return ({"size": vision["image_size"]} if isinstance(vision, dict) and "image_size" in vision else {},
+                model_config)
     config = read_json(path)
     for step in ("do_resize", "do_rescale", "do_normalize", "do_convert_rgb"):
         if config.get(step, True) is not True:
             raise InputError(f"{path}: {step}={config[step]} is not supported (SigLIP does every step)")
     keys = ("size", "resample", "rescale_factor", "image_mean", "image_std")
-    return {key: config[key] for key in keys if key in config}
+    return {key: config[key] for key in keys if key in config}, path
 
 
 class SiglipImageProcessor:
@@ -184,7 +233,8 @@ class SiglipImageProcessor:
     def __init__(self, size=224, resample=Image.BICUBIC, rescale_factor=1 / 255,
                  image_mean=(0.5, 0.5, 0.5), image_std=(0.5, 0.5, 0.5)):
         self.size = read_size(size)  # (height, width)
-        self.resample = Image.Resampling(resample)
+        self.resample = read_resample(resample)
+        check_normalization(rescale_factor, image_mean, image_std)
         self.rescale_factor, self.image_mean, self.image_std = rescale_factor, list(image_mean), list(image_std)
         self.lookup_table = pixel_lookup_table(rescale_factor, image_mean, image_std)  # (3, 256)
 
@@ -192,7 +242,11 @@ class SiglipImageProcessor:
     def from_pretrained(cls, path_or_repo_id):
         """A local folder or a cached Hub id: its preprocessor_config.json, else SigLIP's defaults at the model's
         image size (config.json)."""
-        return cls(**read_preprocessor_config(resolve_model_dir(path_or_repo_id)))
+        settings, source = read_preprocessor_config(resolve_model_dir(path_or_repo_id))
+        try:
+            return cls(**settings)
+        except InputError as e:
+            raise InputError(f"{source}: {e}") from None
 
     def to_dict(self):
         """The preprocessor_config.json that transformers' SiglipImageProcessor reads, with these settings."""

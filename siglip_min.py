@@ -17,6 +17,7 @@ Shapes: B batch, N image tokens (patches), L text tokens, D width, H heads, Dh =
 """
 import json
 import math
+import string
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
@@ -26,7 +27,7 @@ import torch.nn.functional as F
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
-from hub import InputError, read_json, resolve_model_dir
+from hub import InputError, check_not_lfs_pointer, read_json, resolve_model_dir
 
 ATTN_IMPLEMENTATIONS = ("sdpa", "eager")
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
@@ -69,9 +70,9 @@ class SiglipTextConfig:
     hidden_act: str = "gelu_pytorch_tanh"
 
     def __post_init__(self):
-        check_config(self, "text_config")
         if self.projection_size is None:
             self.projection_size = self.hidden_size
+        check_config(self, "text_config")
 
 
 @dataclass
@@ -95,19 +96,28 @@ class SiglipConfig:
 
     @classmethod
     def from_pretrained(cls, path_or_repo_id):
-        """The config.json of a folder or a cached Hub id."""
-        return cls.from_hf(read_json(Path(resolve_model_dir(path_or_repo_id)) / "config.json"))
+        """The config.json of a folder or a cached Hub id; errors name the file."""
+        path = Path(resolve_model_dir(path_or_repo_id)) / "config.json"
+        try:
+            return cls.from_hf(read_json(path))
+        except InputError as e:
+            raise InputError(f"{path}: {e}") from None
 
     @classmethod
     def from_hf(cls, config):
         """From a transformers SiglipConfig dict (config.json). Keys we do not use are ignored."""
         if config.get("model_type", "siglip") != "siglip":
             raise InputError(f"model_type {config['model_type']!r} is not SigLIP ('siglip')")
-        id2label = config.get("id2label")
-        return cls(text_config=known_fields(SiglipTextConfig, config.get("text_config") or {}),
-                   vision_config=known_fields(SiglipVisionConfig, config.get("vision_config") or {}),
-                   prompt_template=(config.get("siglip_min") or {}).get("template"),
-                   id2label={int(k): v for k, v in id2label.items()} if id2label else None)
+        extra = json_object(config, "siglip_min")
+        template = extra.get("template")
+        if template is not None and not isinstance(template, str):
+            raise InputError(f"siglip_min.template must be a string, got {template!r}")
+        id2label = json_object(config, "id2label")
+        if not all(str(k).isdigit() for k in id2label):
+            raise InputError(f"id2label keys must be class numbers, got {sorted(id2label)}")
+        return cls(text_config=known_fields(SiglipTextConfig, json_object(config, "text_config")),
+                   vision_config=known_fields(SiglipVisionConfig, json_object(config, "vision_config")),
+                   prompt_template=template, id2label={int(k): v for k, v in id2label.items()} or None)
 
     def to_hf(self, architecture="SiglipModel", dtype=torch.float32):
         """The config.json that transformers reads for `architecture` ("SiglipModel", ...) saved in `dtype`."""
@@ -121,6 +131,14 @@ class SiglipConfig:
         return config
 
 
+def json_object(config, key):
+    """config[key] as a dict: {} when absent or null, InputError naming the key when it is not an object."""
+    value = config.get(key) or {}
+    if not isinstance(value, dict):
+        raise InputError(f"{key} must be a JSON object, got {type(value).__name__} {value!r}"[:200])
+    return value
+
+
 def known_fields(config_class, values):
     """Build `config_class` from the keys of `values` it knows."""
     names = {f.name for f in fields(config_class)}
@@ -128,18 +146,20 @@ def known_fields(config_class, values):
 
 
 def check_config(config, where):
-    """Fail on the config values this implementation cannot honour, naming the field."""
-    for name in ("hidden_size", "num_attention_heads", "num_hidden_layers", "intermediate_size"):
-        if not isinstance(getattr(config, name), int) or getattr(config, name) <= 0:
-            raise InputError(f"{where}.{name} must be a positive int, got {getattr(config, name)!r}")
+    """Fail on the config values this implementation cannot honour, naming the field: every int field a positive
+    int, every float a positive number, the width divisible by the heads, SigLIP's GELU."""
+    for f in fields(config):
+        value, is_int = getattr(config, f.name), isinstance(getattr(config, f.name), int)
+        if f.type is int and not (is_int and not isinstance(value, bool) and value > 0):
+            raise InputError(f"{where}.{f.name} must be a positive int, got {value!r}")
+        if f.type is float and not (isinstance(value, (int, float)) and not isinstance(value, bool)
+                                    and 0 < value < math.inf):
+            raise InputError(f"{where}.{f.name} must be a positive number, got {value!r}")
     if config.hidden_size % config.num_attention_heads:
         raise InputError(f"{where}.hidden_size={config.hidden_size} is not divisible by "
                          f"{where}.num_attention_heads={config.num_attention_heads}")
     if config.hidden_act != "gelu_pytorch_tanh":
         raise InputError(f"{where}.hidden_act={config.hidden_act!r}: SigLIP uses 'gelu_pytorch_tanh'")
-    for name in ("image_size", "patch_size"):
-        if hasattr(config, name) and not (isinstance(getattr(config, name), int) and getattr(config, name) > 0):
-            raise InputError(f"{where}.{name} must be a positive int (square images), got {getattr(config, name)!r}")
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -624,6 +644,9 @@ def hf_name_map(model):
 
 def load_pretrained(model_class, path_or_repo_id, device, dtype, attn_implementation):
     """A `model_class` built on the meta device (no memory, no init), then filled from the checkpoint's files."""
+    device = check_device(device)
+    if dtype not in DTYPES.values():
+        raise InputError(f"dtype {dtype}: expected one of torch.{', torch.'.join(DTYPES)}")
     folder = resolve_model_dir(path_or_repo_id)
     config = SiglipConfig.from_pretrained(folder)
     with torch.device("meta"):
@@ -631,42 +654,82 @@ def load_pretrained(model_class, path_or_repo_id, device, dtype, attn_implementa
     return load_weights(model, folder, device, dtype)
 
 
-def weight_files(folder):
-    """The safetensors files of a checkpoint: model.safetensors, or the shards its index names."""
+def check_device(device):
+    """torch.device(device), refusing one that is not a device name or is not on this machine, naming it."""
+    try:
+        parsed = torch.device(device)
+    except (RuntimeError, TypeError):
+        raise InputError(f"device {device!r}: not a device name (cpu, cuda, cuda:N, mps)") from None
+    if parsed.type == "cuda" and (parsed.index or 0) >= torch.cuda.device_count():
+        raise InputError(f"device {device!r}: this machine has {torch.cuda.device_count()} CUDA GPUs "
+                         f"(torch {torch.__version__})")
+    if parsed.type == "mps" and not torch.backends.mps.is_available():
+        raise InputError(f"device {device!r}: Apple's MPS is not available on this machine")
+    if parsed.type not in ("cpu", "cuda", "mps"):
+        raise InputError(f"device {device!r}: siglip-min runs on cpu, cuda or mps")
+    return parsed
+
+
+def weight_shards(folder):
+    """{safetensors file: the names it holds, None for all}: model.safetensors alone, or the shards its index names."""
     folder = Path(folder)
     single, index = folder / "model.safetensors", folder / "model.safetensors.index.json"
     if single.is_file():
-        return [single]
-    if index.is_file():
-        weight_map = read_json(index).get("weight_map")
-        if not isinstance(weight_map, dict):
-            raise InputError(f"{index}: not a safetensors index (no \"weight_map\" object)")
-        return sorted({folder / f for f in weight_map.values()})
-    raise FileNotFoundError(f"{folder}: no model.safetensors or model.safetensors.index.json "
-                            f"(only safetensors checkpoints are read)")
+        return {single: None}
+    if not index.is_file():
+        raise FileNotFoundError(f"{folder}: no model.safetensors or model.safetensors.index.json "
+                                f"(only safetensors checkpoints are read)")
+    weight_map = read_json(index).get("weight_map")
+    if not isinstance(weight_map, dict) or not all(isinstance(f, str) for f in weight_map.values()):
+        raise InputError(f"{index}: not a safetensors index (\"weight_map\" must map tensor names to file names)")
+    shards = {}
+    for name, file in weight_map.items():
+        shards.setdefault(folder / file, set()).add(name)
+    return shards
 
 
-def read_tensors(files, wanted, device, dtype):
-    """{transformers name: tensor on device in dtype} for the names in `wanted`, plus every name the files hold."""
+def read_tensors(shards, wanted, device, dtype):
+    """{transformers name: tensor on device in dtype} for the names in `wanted`, plus every name the files hold.
+
+    Each tensor is read from the shard the index names; a shard that lacks a tensor the index gives it, or holds one
+    it does not, is an index that disagrees with the files, and is refused.
+    """
     tensors, present = {}, set()
-    for path in files:
+    for path, names in shards.items():
         if not path.is_file():
             raise FileNotFoundError(f"{path}: shard named in the index is missing")
+        check_not_lfs_pointer(path)
         try:
             with safe_open(path, framework="pt", device=str(device)) as f:
-                for name in f.keys():
+                held = set(f.keys())
+                if names is not None and names != held:
+                    first = sorted((names - held) | (held - names))[0]
+                    raise InputError(f"{path}: the index and the shard disagree, e.g. on {first} (the index puts it "
+                                     f"{'here' if first in names else 'in another shard'})")
+                for name in sorted(held):
                     present.add(name)
                     if name in wanted:  # one tensor at a time: never two full copies of the model
-                        tensors[name] = f.get_tensor(name).to(dtype)
+                        tensors[name] = f.get_tensor(name)
+                        tensors[name] = tensors[name].to(dtype) if tensors[name].is_floating_point() else tensors[name]
         except SafetensorError as e:
             raise InputError(f"{path}: unreadable safetensors file ({e})") from None
     return tensors, present
 
 
+def value_problems(name, tensor):
+    """Why a weight cannot be used as it is: not floating point, or NaN / infinite values (also after the cast)."""
+    if not tensor.is_floating_point():
+        return [f"not floating point: {name} is {str(tensor.dtype).removeprefix('torch.')}"]
+    bad = (~torch.isfinite(tensor)).sum().item()
+    return [f"not finite: {name} has {bad} NaN or infinite values in {str(tensor.dtype).removeprefix('torch.')}"] \
+        if bad else []
+
+
 def load_weights(model, folder, device, dtype):
-    """Fill `model` (built on the meta device) from `folder`; one error lists every missing, extra, misshaped key."""
+    """Fill `model` (built on the meta device) from `folder`; one error lists every missing, extra, misshaped,
+    non-floating or non-finite tensor."""
     expected = {theirs: ours for ours, theirs in hf_name_map(model).items()}
-    tensors, present = read_tensors(weight_files(folder), expected, device, dtype)
+    tensors, present = read_tensors(weight_shards(folder), expected, device, dtype)
     shapes = {name: tuple(p.shape) for name, p in model.named_parameters()}
     # transformers drops the non-persistent position_ids buffers; older conversions may still hold them.
     unexpected = sorted(n for n in present - set(expected) if not n.endswith("embeddings.position_ids"))
@@ -674,6 +737,7 @@ def load_weights(model, folder, device, dtype):
     problems += [f"unexpected: {n}" for n in unexpected]
     problems += [f"shape: {n} is {tuple(t.shape)} in the file, the config wants {shapes[expected[n]]}"
                  for n, t in tensors.items() if tuple(t.shape) != shapes[expected[n]]]
+    problems += [problem for n, t in tensors.items() for problem in value_problems(n, t)]
     if problems:
         raise InputError(f"{folder}: checkpoint does not fit the config ({len(problems)} problems):\n  "
                          + "\n  ".join(problems))
@@ -751,17 +815,36 @@ def zero_shot_ranking(model, tokenizer, processor, images, labels, template=DEFA
 def zero_shot_logits(model, tokenizer, processor, images, labels, template=DEFAULT_TEMPLATE, batch_size=32,
                      mask_padding=False):
     """logits_per_image (B_img, C) in float32 for the prompts `template.format(label)`."""
-    if not labels:
-        raise InputError("no labels to classify against")
-    if "{}" not in template:
-        raise InputError(f"template {template!r} has no '{{}}' for the label")
-    prompts = [template.format(label) for label in labels]
-    text_embeds = torch.cat([embed_texts(model, tokenizer, chunk, mask_padding)
-                             for chunk in batches(prompts, batch_size)])  # (C, D)
+    text_embeds = prompt_embeds(model, tokenizer, labels, template, batch_size, mask_padding)  # (C, D)
     with torch.no_grad():
         logits = [model.logits_per_text(embed_images(model, processor, chunk), text_embeds).T  # (b, C)
                   for chunk in batches(list(images), batch_size)]
     return torch.cat(logits).float()  # (B, C)
+
+
+def prompt_embeds(model, tokenizer, labels, template=DEFAULT_TEMPLATE, batch_size=32, mask_padding=False):
+    """L2-normalised text embeddings (C, D) of `template.format(label)` for each label, which must not be blank."""
+    check_template(template)
+    if not labels:
+        raise InputError("no labels to classify against")
+    blank = [i for i, label in enumerate(labels) if not label.strip()]
+    if blank:
+        raise InputError(f"label {blank[0]} is blank: every label is its own yes/no question and needs words")
+    prompts = [template.format(label) for label in labels]
+    return torch.cat([embed_texts(model, tokenizer, chunk, mask_padding) for chunk in batches(prompts, batch_size)])
+
+
+def check_template(template):
+    """A prompt template holds exactly one replacement field, `{}`, as string.Formatter parses it: "{{}}" holds none
+    (literal braces), "{} {x}" and "{}{}" two, "{0:>9}" a format spec."""
+    try:
+        replacements = [(name, spec, conversion) for _, name, spec, conversion in string.Formatter().parse(template)
+                        if name is not None]
+    except ValueError as e:
+        raise InputError(f"template {template!r}: {e}") from None
+    if replacements != [("", "", None)]:
+        raise InputError(f"template {template!r} must hold exactly one '{{}}' for the label, and nothing else in "
+                         f"braces (write {{{{ and }}}} for literal ones)")
 
 
 def ranked_labels(labels, scores):

@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 import sentencepiece as spm
 
-from hub import InputError, read_json, resolve_model_dir
+from hub import InputError, check_not_lfs_pointer, read_json, resolve_model_dir
 
 WORD_START = "\u2581"  # "▁": SentencePiece's mark for a space, and so for the start of a word
 EOS_TOKEN = "</s>"  # also the pad token: SigLIP pads with eos
@@ -90,23 +90,39 @@ def as_text_list(texts):
 
 
 def read_tokenizer_config(model_dir):
-    """model_max_length and do_lower_case from tokenizer_config.json, those present, else {}."""
+    """model_max_length and do_lower_case from tokenizer_config.json, those present, else {}; errors name the file."""
     path = model_dir / "tokenizer_config.json"
     if not path.is_file():
         return {}
     config = read_json(path)
-    return {key: config[key] for key in ("model_max_length", "do_lower_case") if key in config}
+    settings = {key: config[key] for key in ("model_max_length", "do_lower_case") if key in config}
+    try:
+        check_settings(**settings)
+    except InputError as e:
+        raise InputError(f"{path}: {e}") from None
+    return settings
+
+
+def check_settings(model_max_length=64, do_lower_case=True):
+    """A positive int text length and a true/false lowercasing, else InputError naming the setting."""
+    if not (isinstance(model_max_length, int) and not isinstance(model_max_length, bool) and model_max_length > 0):
+        raise InputError(f"model_max_length must be a positive int, got {model_max_length!r}")
+    if not isinstance(do_lower_case, bool):
+        raise InputError(f"do_lower_case must be true or false, got {do_lower_case!r}")
 
 
 class SiglipTokenizer:
     """Text -> np.int64 ids (B, max_length), always padded; mirrors transformers.SiglipTokenizer."""
 
     def __init__(self, vocab_file, model_max_length=64, do_lower_case=True):
+        check_settings(model_max_length, do_lower_case)
+        check_not_lfs_pointer(vocab_file)
+        self.vocab_file = vocab_file
         self.vocab_bytes = Path(vocab_file).read_bytes()  # save_pretrained writes these bytes back
         try:
             self.sp = spm.SentencePieceProcessor(model_proto=self.vocab_bytes)
-        except RuntimeError as e:
-            raise InputError(f"{vocab_file}: not a SentencePiece model ({e})") from None
+        except RuntimeError:
+            raise InputError(f"{vocab_file}: not a SentencePiece model (the file does not parse)") from None
         self.model_max_length = model_max_length
         self.do_lower_case = do_lower_case
         self.eos_id = self.known_piece_id(EOS_TOKEN)
@@ -137,7 +153,7 @@ class SiglipTokenizer:
         """The id of a piece the vocabulary must have; InputError when it has not."""
         piece_id = self.sp.piece_to_id(piece)
         if self.sp.id_to_piece(piece_id) != piece:
-            raise InputError(f"the SentencePiece model has no {piece} piece")
+            raise InputError(f"{self.vocab_file}: the SentencePiece model has no {piece} piece")
         return piece_id
 
     def encode_without_dummy_prefix(self, text):

@@ -24,6 +24,7 @@ import copy
 import io
 import json
 import math
+import sys
 import tempfile
 import time
 from dataclasses import dataclass, field, fields
@@ -103,24 +104,42 @@ def synthetic_batches(rng, batch_size, image_size):
 
 
 def read_captions(folder):
-    """[(image path, caption)] from folder/captions.jsonl, one {"image": ..., "caption": ...} a line."""
+    """[(image path, caption)] from folder/captions.jsonl, one {"image": ..., "caption": ...} a line, all checked
+    before training starts: every line an object with two strings, every image there and decodable."""
     path = Path(folder) / "captions.jsonl"
     if not path.is_file():
         raise InputError(f"{path}: --data needs a captions.jsonl of {{\"image\": ..., \"caption\": ...}} lines")
-    pairs = []
-    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+    try:
+        lines = path.read_text(encoding="utf-8-sig").splitlines()
+    except UnicodeDecodeError as e:
+        raise InputError(f"{path}: not UTF-8 text ({e.reason} at byte {e.start})") from None
+    decoder, pairs = SiglipImageProcessor(size=8), []  # decoding at 8 x 8 is enough to know an image reads
+    for number, line in enumerate(lines, 1):
         if line.strip():
+            image, caption = caption_row(line, f"{path}:{number}")
             try:
-                row = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise InputError(f"{path}:{number}: not a JSON line ({e})") from None
-            if not isinstance(row, dict) or not {"image", "caption"} <= set(row):
-                raise InputError(f"{path}:{number}: needs an object with keys 'image' and 'caption', "
-                                 f"got {sorted(row) if isinstance(row, dict) else type(row).__name__}")
-            pairs.append((Path(folder) / row["image"], row["caption"]))
+                decoder(str(Path(folder) / image))
+            except (OSError, InputError) as e:
+                raise InputError(f"{path}:{number}: image {image!r}: {e}") from None
+            pairs.append((Path(folder) / image, caption))
     if not pairs:
         raise InputError(f"{path}: no image-caption pairs")
     return pairs
+
+
+def caption_row(line, where):
+    """(image, caption) of one captions.jsonl line, both non-empty strings."""
+    try:
+        row = json.loads(line)
+    except json.JSONDecodeError as e:
+        raise InputError(f"{where}: not a JSON line ({e})") from None
+    if not isinstance(row, dict) or not {"image", "caption"} <= set(row):
+        raise InputError(f"{where}: needs an object with keys 'image' and 'caption', "
+                         f"got {sorted(row) if isinstance(row, dict) else type(row).__name__}")
+    for key in ("image", "caption"):
+        if not isinstance(row[key], str) or not row[key].strip():
+            raise InputError(f"{where}: {key} must be a non-empty string, got {row[key]!r}")
+    return row["image"], row["caption"]
 
 
 def folder_batches(rng, batch_size, pairs):
@@ -163,7 +182,8 @@ class TrainOptions:
     batch_size: int = len(shapes.CLASSES)
     size: str = option("tiny", "model size, a key of SIZES (ignored with --init)")
     seed: int = 0
-    out: str = "checkpoints/siglip-tiny-shapes"
+    out: str = option("runs/siglip-tiny-shapes", "the folder to write; an existing one only with --overwrite")
+    overwrite: bool = option(False, "write over --out if it exists (e.g. --out checkpoints/siglip-tiny-shapes)")
     data: str = option(None, "a folder with captions.jsonl instead of synthetic shapes")
     init: str = option(None, "a SigLIP checkpoint folder (or cached Hub id) to fine-tune")
     lr: float = 1e-3
@@ -178,6 +198,12 @@ class TrainOptions:
     eval_every: int = option(1000, "zero-shot accuracy on shapes (synthetic data only)")
 
     def __post_init__(self):
+        for name in ("steps", "batch_size", "threads", "log_every", "eval_every"):
+            if getattr(self, name) < 1:
+                raise InputError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(self, name)}")
+        if self.lr <= 0 or self.weight_decay < 0 or self.warmup < 0 or not 0 <= self.ema < 1:
+            raise InputError(f"need --lr > 0, --weight-decay >= 0, --warmup >= 0 and 0 <= --ema < 1; got {self.lr}, "
+                             f"{self.weight_decay}, {self.warmup}, {self.ema}")
         if self.size not in SIZES:
             raise InputError(f"--size {self.size!r}: expected one of {sorted(SIZES)}")
         if not 0 <= self.patch_dropout < 1:
@@ -190,13 +216,13 @@ def parse_args(argv=None):
     """TrainOptions from the command line: --steps for steps, --batch-size for batch_size, and so on."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     for f in fields(TrainOptions):
-        parser.add_argument("--" + f.name.replace("_", "-"), type=f.type if f.type in (int, float) else str,
-                            default=f.default, help=f.metadata.get("help"))
-    args = parser.parse_args(argv)
-    try:
-        return TrainOptions(**vars(args))
-    except InputError as e:
-        parser.error(str(e))
+        flag = "--" + f.name.replace("_", "-")
+        if f.type is bool:
+            parser.add_argument(flag, action="store_true", help=f.metadata.get("help"))
+        else:
+            parser.add_argument(flag, type=f.type if f.type in (int, float) else str, default=f.default,
+                                help=f.metadata.get("help"))
+    return TrainOptions(**vars(parser.parse_args(argv)))
 
 
 def start_model(options, captions, scratch):
@@ -226,11 +252,27 @@ def optimizer(model, lr, weight_decay):
 
 
 def main(argv=None):
-    run(parse_args(argv))
+    """Train and save; bad input (an option, the data, --out) is one line on stderr and exit status 2."""
+    try:
+        run(parse_args(argv))
+    except (InputError, OSError) as e:
+        print("train.py: error: " + " ".join(str(e).split()), file=sys.stderr)
+        return 2
+    return 0
+
+
+def check_out(options):
+    """--out must not be an existing folder (or file) unless --overwrite: a run never replaces a model by accident."""
+    out = Path(options.out)
+    if out.exists() and not out.is_dir():
+        raise InputError(f"--out {out}: a file, not a folder")
+    if out.is_dir() and any(out.iterdir()) and not options.overwrite:
+        raise InputError(f"--out {out}: the folder exists and is not empty; pass --overwrite to replace its model")
 
 
 def run(options):
-    """Seed, data, model, training, and the saved folder options.out."""
+    """Seed, data, model, training, and the saved folder options.out (checked before anything else is done)."""
+    check_out(options)
     torch.set_num_threads(options.threads)
     torch.manual_seed(options.seed)
     rng = np.random.default_rng(options.seed)
@@ -311,4 +353,4 @@ def update_average(average, model, decay):
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -56,3 +56,15 @@ def train_sentencepiece(folder, sentences, vocab_size):
                                    vocab_size=vocab_size, hard_vocab_limit=False, pad_id=0, eos_id=1, unk_id=2,
                                    bos_id=-1, minloglevel=2)
     return folder / "spiece.model"
+
+
+def save_checkpoint_folder(folder, captions, text_length=64, vocab_size=60):
+    """A random SigLIP folder as users have one: weights and config, a spiece.model trained on `captions`, and
+    tokenizer_config.json (text_length tokens) and preprocessor_config.json (32 x 32) beside them."""
+    import json
+
+    save_random_siglip(folder, hf_config(text=dict(max_position_embeddings=text_length, vocab_size=vocab_size)))
+    train_sentencepiece(folder, captions * 20, vocab_size=vocab_size)
+    (folder / "tokenizer_config.json").write_text(json.dumps({"model_max_length": text_length}))
+    (folder / "preprocessor_config.json").write_text(json.dumps({"size": {"height": 32, "width": 32}}))
+    return folder

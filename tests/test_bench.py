@@ -27,4 +27,4 @@ def test_bench_refuses_cuda_without_gpu():
     if torch.cuda.is_available():
         return
     result = subprocess.run([sys.executable, str(BENCH), "--device", "cuda"], capture_output=True, text=True)
-    assert result.returncode == 1 and "no CUDA GPU" in result.stderr
+    assert result.returncode == 2 and "0 CUDA GPUs" in result.stderr and "Traceback" not in result.stderr

@@ -13,7 +13,7 @@ from PIL import Image
 
 import cli
 import siglip_min as sm
-from oracle import hf_config, save_random_siglip, train_sentencepiece
+from oracle import save_checkpoint_folder
 from preprocess import SiglipImageProcessor
 from tokenizer import SiglipTokenizer
 
@@ -24,12 +24,7 @@ CAPTIONS = ["a red circle", "a blue square", "a green star", "a photo of a cat",
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory):
     """A random SigLIP with a real tokenizer and image processor config, texts of 64 tokens as the pipeline pads."""
-    folder = tmp_path_factory.mktemp("checkpoint")
-    save_random_siglip(folder, hf_config(text=dict(max_position_embeddings=64, vocab_size=60)))
-    train_sentencepiece(folder, CAPTIONS * 20, vocab_size=60)
-    (folder / "tokenizer_config.json").write_text(json.dumps({"model_max_length": 64}))
-    (folder / "preprocessor_config.json").write_text(json.dumps({"size": {"height": 32, "width": 32}}))
-    return folder
+    return save_checkpoint_folder(tmp_path_factory.mktemp("checkpoint"), CAPTIONS)
 
 
 @pytest.fixture(scope="module")
@@ -104,7 +99,7 @@ def assert_one_line_error(result, *fragments):
 def test_errors_are_one_line_with_exit_2(checkpoint, images, tmp_path):
     assert_one_line_error(run_cli("classify", images[0], "--model", checkpoint), "no labels")
     assert_one_line_error(run_cli("classify", tmp_path / "nope.png", "--labels", "a", "--model", checkpoint),
-                          "nope.png", "no such image file")
+                          "nope.png", "no such file")
     (tmp_path / "bad.png").write_bytes(b"not a png")
     assert_one_line_error(run_cli("classify", tmp_path / "bad.png", "--labels", "a", "--model", checkpoint),
                           "bad.png", "not an image")
@@ -116,7 +111,7 @@ def test_errors_are_one_line_with_exit_2(checkpoint, images, tmp_path):
                           "hf download google/siglip-nowhere")
     if not torch.cuda.is_available():
         assert_one_line_error(run_cli("classify", images[0], "--labels", "a", "--model", checkpoint,
-                                      "--device", "cuda"), "--device cuda", "no CUDA GPU")
+                                      "--device", "cuda"), "--device", "this machine has 0 CUDA GPUs")
 
 
 def test_hub_id_from_fake_cache(checkpoint, images, tmp_path):
@@ -166,7 +161,7 @@ def test_a_bug_keeps_its_traceback(checkpoint, images, monkeypatch):
     def broken(*args, **kwargs):
         raise TypeError("a bug in the code")
 
-    monkeypatch.setattr(sm, "zero_shot_logits", broken)
+    monkeypatch.setattr(sm, "prompt_embeds", broken)
     with pytest.raises(TypeError, match="a bug in the code"):
         cli.main(["classify", str(images[0]), "--labels", "cat", "--model", str(checkpoint)])
 
@@ -180,7 +175,7 @@ def test_embed_folder_with_corrupt_file_keeps_rows_aligned(checkpoint, images, t
     result = run_cli("embed", folder, "--out", tmp_path / "e.npy", "--model", checkpoint, "--batch-size", "2")
     assert result.returncode == 0, result.stderr
     assert "img1b.png" in result.stderr and "skipped 1" in result.stderr
-    rows, paths = np.load(tmp_path / "e.npy"), (tmp_path / "e.txt").read_text().splitlines()
+    rows, paths = np.load(tmp_path / "e.npy"), [json.loads(line) for line in (tmp_path / "e.txt").open()]
     assert rows.dtype == np.float32 and rows.shape == (len(images), 48) and len(paths) == len(images)
     assert all("img1b" not in p for p in paths)
     model = transformers.SiglipModel.from_pretrained(checkpoint).eval()
@@ -202,7 +197,7 @@ def test_embed_texts(checkpoint, tmp_path):
         want = model.get_text_features(input_ids=ids.input_ids).pooler_output
     want = (want / want.norm(dim=-1, keepdim=True)).numpy()
     assert np.abs(np.load(tmp_path / "t.npy") - want).max() <= 1e-5
-    assert (tmp_path / "t.txt").read_text().splitlines() == ["a red circle", "two birds"]
+    assert [json.loads(line) for line in (tmp_path / "t.txt").open()] == ["a red circle", "two birds"]
 
 
 def test_help_is_complete_and_ends_with_examples():

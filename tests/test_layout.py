@@ -1,6 +1,7 @@
 """The layout the project promises: the model file holds the model only, the data module needs no torch, the
 repository cites no file it lacks, and the model's forward reads no values (so it runs on the meta device)."""
 import ast
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -39,11 +40,14 @@ def test_shapes_data_needs_no_torch():
     assert result.returncode == 0, result.stderr
 
 
-def test_repository_cites_no_design_document_it_lacks():
+def test_repository_cites_no_document_it_lacks():
+    """Every *.md document that a file of the repository mentions is a file of the repository."""
     tracked = subprocess.run(["git", "ls-files"], cwd=REPO, capture_output=True, text=True).stdout.split()
-    citing = [name for name in tracked if (REPO / name).suffix in (".py", ".md", ".ipynb", ".txt", ".ini")
-              and "DESIGN.md" in (REPO / name).read_text(encoding="utf-8")]
-    assert (REPO / "DESIGN.md").exists() or not citing, citing
+    documents = {Path(name).name for name in tracked if name.endswith(".md")}
+    cited = {(name, document) for name in tracked if Path(name).suffix in (".py", ".md", ".ipynb", ".txt", ".ini")
+             for document in re.findall(r"[\w.-]+\.md\b", (REPO / name).read_text(encoding="utf-8"))}
+    assert {"README.md"} <= {document for _, document in cited}
+    assert not {(name, document) for name, document in cited if document not in documents}
 
 
 def test_forward_reads_no_values():

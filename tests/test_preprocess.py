@@ -25,7 +25,7 @@ from preprocess import SiglipImageProcessor  # noqa: E402
 
 transformers.logging.set_verbosity_error()
 REPO = Path(__file__).resolve().parents[1]
-PIL_MODES = ["1", "L", "LA", "P", "P+transparency", "PA", "RGB", "RGBA", "CMYK", "I;16"]
+PIL_MODES = ["1", "L", "LA", "P", "P+transparency", "PA", "RGB", "RGBA", "CMYK"]  # I;16: scaled, see below
 ATOL = 1e-6
 quick = settings(max_examples=50, deadline=None)
 ours = SiglipImageProcessor()
@@ -72,6 +72,31 @@ seeds = st.integers(0, 2**32 - 1)
 def test_pil_images_match_transformers(mode, seed, height, width):
     image = picture(mode, seed, height, width)
     np.testing.assert_allclose(ours(image), hf_pixels(image), rtol=0, atol=ATOL)
+
+
+@quick
+@given(seed=seeds, height=st.integers(1, 300), width=st.integers(1, 300), as_file=st.booleans())
+def test_sixteen_bit_grey_is_scaled_to_eight_bits(seed, height, width, as_file):
+    """transformers (PIL's convert) clips 16-bit grey at 255, which makes most such pictures white. Here the rule is
+    v8 = round(v16 / 257): the pixels equal transformers' on that 8-bit picture, from a PIL image or a PNG file."""
+    wide = noise(seed, height, width, 2).view(np.uint16)[:, :, 0]  # (H, W) uint16
+    image = Image.fromarray(wide)
+    assert image.mode == "I;16"
+    narrow = Image.fromarray(np.round(wide / 257).astype(np.uint8))
+    with tempfile.TemporaryDirectory() as folder:
+        if as_file:
+            image.save(Path(folder) / "grey.png")
+            assert Image.open(Path(folder) / "grey.png").mode == "I;16"
+        pixels = ours(str(Path(folder) / "grey.png") if as_file else image)
+    np.testing.assert_allclose(pixels, hf_pixels(narrow), rtol=0, atol=ATOL)
+
+
+@pytest.mark.parametrize("mode", ["I", "F"])
+def test_thirty_two_bit_images_are_refused(mode, tmp_path):
+    image = Image.fromarray(noise(1, 8, 9, 4).view(np.int32 if mode == "I" else np.float32)[:, :, 0])
+    assert image.mode == mode
+    with pytest.raises(ValueError, match=f"image: mode {mode} image \\(32-bit pixels\\) has no one 8-bit scale"):
+        ours(image)
 
 
 @quick

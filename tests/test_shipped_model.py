@@ -1,8 +1,8 @@
 """The shipped checkpoints/siglip-tiny-shapes really works: zero-shot accuracy on freshly drawn shapes, in and out
 of the training distribution, and transformers reads the same folder to the same ids, pixels and logits.
 
-Images are drawn with shapes.py's drawing code (what train.py trains on) under seeds train.py never uses (it draws with --seed 0 and
-evaluates with seed 1). The accuracy is computed here from the logits, not by train.py.
+Images are drawn with shapes.py's drawing code (what train.py trains on) under seeds train.py never uses (it
+draws with --seed 0 and evaluates with seed 1). The accuracy is computed here from the logits, not by train.py.
 """
 import json
 import os
