@@ -8,11 +8,13 @@ write its own with the same names, and the report names the first layer where th
     python parity.py compare  golden.safetensors port.safetensors [--atol 1e-5] [--rtol 1e-4]
     python parity.py check-hf --model M        # siglip-min against transformers, same table
 
-Activation names (the README's "Checking your own implementation" lists them for porters), in pipeline order:
+Activation names (PORTING.md is the contract for porters: names, shapes, tolerances), in pipeline order:
 
     pixel_values input_ids attention_mask                         the inputs, as fed
     vision.patch_embeds    (B, N, D)  conv output, flattened, before position embeddings
     vision.embeddings      (B, N, D)  = transformers hidden_states[0]
+    vision.layers.{i}.attention, .attention_residual, .mlp   (B, N, D)  inside block i: the heads merged before
+                                      the output projection, x + attention, the MLP's output
     vision.layers.{i}      (B, N, D)  output of encoder block i = hidden_states[i + 1]
     vision.post_layernorm  (B, N, D)  = last_hidden_state
     vision.pooled          (B, D)     MAP head output = get_image_features
@@ -41,6 +43,7 @@ INPUT_NAMES = ("pixel_values", "input_ids", "attention_mask")
 VISION_STAGES = ("patch_embeds", "embeddings", "layers", "post_layernorm", "pooled")
 TEXT_STAGES = ("embeddings", "layers", "final_layer_norm", "pooled", "features")
 OUTPUT_NAMES = ("image_embeds", "text_embeds", "logits_per_image", "logits_per_text")
+BLOCK_PARTS = ("attention", "attention_residual", "mlp")  # inside block i, before its output layers.{i}
 DEFAULT_ATOL, DEFAULT_RTOL = 1e-5, 1e-4  # float32 on CPU: what siglip-min and transformers agree to
 TINY = 1e-30  # keeps the relative error finite when the reference is all zeros
 
@@ -49,17 +52,26 @@ TINY = 1e-30  # keeps the relative error finite when the reference is all zeros
 # Names and their order.
 
 def pipeline_position(name):
-    """Sort key: inputs, vision stages, text stages (layers numerically), embeds and logits, then unknown names."""
+    """Sort key: inputs, vision stages, text stages (layers numerically, the parts of a block before its output),
+    embeds and logits, then unknown names."""
     if name in INPUT_NAMES:
-        return 0, INPUT_NAMES.index(name), 0, ""
+        return 0, INPUT_NAMES.index(name), 0, 0, ""
     tower, _, rest = name.partition(".")
     stages = {"vision": VISION_STAGES, "text": TEXT_STAGES}.get(tower, ())
     stage, _, layer = rest.partition(".")
-    if stage in stages and (layer.isdigit() if stage == "layers" else not layer):
-        return 1 + (tower == "text"), stages.index(stage), int(layer or 0), ""
+    index, _, part = layer.partition(".")
+    if stage == "layers" and index.isdigit() and part in BLOCK_PARTS + ("",):
+        return 1 + (tower == "text"), stages.index(stage), int(index), (BLOCK_PARTS + ("",)).index(part), ""
+    if stage in stages and not layer:
+        return 1 + (tower == "text"), stages.index(stage), 0, 0, ""
     if name in OUTPUT_NAMES:
-        return 3, OUTPUT_NAMES.index(name), 0, ""
-    return 4, 0, 0, name
+        return 3, OUTPUT_NAMES.index(name), 0, 0, ""
+    return 4, 0, 0, 0, name
+
+
+def tower_of(name):
+    """'inputs', 'vision', 'text' or 'outputs': the part of the pipeline a name belongs to (for the summary)."""
+    return ("inputs", "vision", "text", "outputs", "other")[pipeline_position(name)[0]]
 
 
 def in_pipeline_order(tensors):
@@ -82,14 +94,25 @@ def hook_points(model):
     def output(inputs, out):
         return out
 
+    def first_input(inputs, out):
+        return inputs[0]
+
+    def block_points(tower, blocks):
+        """Inside block i: the heads merged before the output projection, x + attention, the MLP's output; then
+        the block's output."""
+        return [point for i, block in enumerate(blocks) for point in (
+            (block.attn.o, f"{tower}.layers.{i}.attention", first_input),
+            (block.ln2, f"{tower}.layers.{i}.attention_residual", first_input),
+            (block.mlp, f"{tower}.layers.{i}.mlp", output), (block, f"{tower}.layers.{i}", output))]
+
     points = [(vision.embed.patch, "vision.patch_embeds", lambda inputs, out: out.flatten(2).transpose(1, 2)),
               (vision.embed, "vision.embeddings", output)]
-    points += [(block, f"vision.layers.{i}", output) for i, block in enumerate(vision.blocks)]
+    points += block_points("vision", vision.blocks)
     points += [(vision.norm, "vision.post_layernorm", output), (vision.head, "vision.pooled", output),
                (text.embed, "text.embeddings", output)]
-    points += [(block, f"text.layers.{i}", output) for i, block in enumerate(text.blocks)]
+    points += block_points("text", text.blocks)
     points += [(text.norm, "text.final_layer_norm", output),
-               (text.head, "text.pooled", lambda inputs, out: inputs[0]),  # the head's input: position L-1
+               (text.head, "text.pooled", first_input),  # the head's input: position L-1
                (text.head, "text.features", output)]
     return points
 
@@ -131,24 +154,35 @@ def tower_hidden_states(tower, hidden_states):
 
 
 def trace_hf(hf_model, pixel_values, input_ids, attention_mask=None):
-    """The same names from transformers.SiglipModel(..., output_hidden_states=True).
+    """The same names from transformers.SiglipModel(..., output_hidden_states=True), and forward hooks.
 
     In transformers 5.24 hidden_states[0] is the input of block 0 (the embeddings) and hidden_states[i + 1] the
     output of block i; SigLIP captures them with tie_last_hidden_states=False, so the last one is block n-1's output
-    before the final LayerNorm, and last_hidden_state is after it. The patch conv is read with a forward hook.
+    before the final LayerNorm, and last_hidden_state is after it. The patch conv and the parts inside each block
+    (out_proj's input, layer_norm2's input, the MLP's output) are read with forward hooks.
     """
-    patches = {}
-    conv = hf_model.vision_model.embeddings.patch_embedding
-    handle = conv.register_forward_hook(lambda module, inputs, out: patches.update(out=out))
+    hooked = {}
+
+    def record(name, take):
+        return lambda module, inputs, out: hooked.update({name: take(inputs, out)})
+
+    points = [(hf_model.vision_model.embeddings.patch_embedding, "vision.patch_embeds",
+               lambda inputs, out: out.flatten(2).transpose(1, 2))]
+    for tower, encoder in (("vision", hf_model.vision_model.encoder), ("text", hf_model.text_model.encoder)):
+        for i, layer in enumerate(encoder.layers):
+            points += [(layer.self_attn.out_proj, f"{tower}.layers.{i}.attention", lambda inputs, out: inputs[0]),
+                       (layer.layer_norm2, f"{tower}.layers.{i}.attention_residual", lambda inputs, out: inputs[0]),
+                       (layer.mlp, f"{tower}.layers.{i}.mlp", lambda inputs, out: out)]
+    handles = [module.register_forward_hook(record(name, take)) for module, name, take in points]
     try:
         with torch.no_grad():
             out = hf_model(input_ids=input_ids, pixel_values=pixel_values, attention_mask=attention_mask,
                            output_hidden_states=True)
     finally:
-        handle.remove()
+        for handle in handles:
+            handle.remove()
     vision, text = out.vision_model_output, out.text_model_output
-    tensors = {"vision.patch_embeds": patches["out"].flatten(2).transpose(1, 2),
-               **tower_hidden_states("vision", vision.hidden_states),
+    tensors = {**hooked, **tower_hidden_states("vision", vision.hidden_states),
                "vision.post_layernorm": vision.last_hidden_state, "vision.pooled": vision.pooler_output,
                **tower_hidden_states("text", text.hidden_states),
                "text.final_layer_norm": text.last_hidden_state, "text.pooled": text.last_hidden_state[:, -1],
@@ -202,6 +236,16 @@ def siglip_min_version():
 # ----------------------------------------------------------------------------------------------------------------
 # Comparing two sets of activations.
 
+LOW_PRECISION = ("float16", "bfloat16")
+NOISE_FACTOR = 4.0  # a float16/bfloat16 port may be this many times as far (RMS) from float32 as siglip-min is
+SIMILAR = 1e-2  # for hints: two tensors are "equal" when their RMS difference is within 1% of the tensor's RMS
+PASSING = ("ok", "not written", "extra")
+
+
+def rms(x):
+    return float(np.sqrt(np.mean(np.square(x, dtype=np.float64)))) if x.size else 0.0
+
+
 def compare_tensor(reference, candidate, atol, rtol):
     """max abs error, max relative error, cosine similarity, elements outside atol + rtol * |reference|."""
     reference, candidate = reference.astype(np.float64), candidate.astype(np.float64)
@@ -219,38 +263,202 @@ def compare_tensor(reference, candidate, atol, rtol):
     return max_abs, max_rel, cosine, outside
 
 
-def compare_row(name, a, b, atol, rtol):
-    """One table row: {name, shape, max_abs, max_rel, cosine, result, why}; result 'ok' or a failure."""
-    row = {"name": name, "shape": str(tuple((a if a is not None else b).shape)),
-           "max_abs": "-", "max_rel": "-", "cosine": "-"}
-    if a is None or b is None:
-        where = "A" if b is None else "B"
-        return {**row, "result": f"only in {where}", "why": f"only in {where}"}
+def compare_row(name, a, b, atol, rtol, dtype="float32", noise=None):
+    """One table row: {name, shape, dtype, max_abs, max_rel, cosine, result, why, hint}.
+
+    result: 'ok', 'not written' (only in A), 'extra' (only in B, ignored), or a failure: 'FAIL', 'SHAPE', 'INPUT'.
+    A name written in float16/bfloat16 is judged by low_precision_result, with noise (siglip-min's own RMS error in
+    that dtype, or None for a port that computes in float32 and only stores the low precision).
+    """
+    row = {"name": name, "shape": str(tuple((a if a is not None else b).shape)), "dtype": dtype,
+           "max_abs": "-", "max_rel": "-", "cosine": "-", "why": "", "hint": ""}
+    if b is None:
+        return {**row, "dtype": "-", "result": "not written", "why": "not written by B"}
+    if a is None:
+        return {**row, "result": "extra", "why": "only in B, ignored"}
+    if name in INPUT_NAMES:
+        return compare_input(row, name, a, b, atol)
     if a.shape != b.shape:
         return {**row, "shape": f"{tuple(a.shape)} vs {tuple(b.shape)}", "result": "SHAPE",
                 "why": f"shape {tuple(a.shape)} in A, {tuple(b.shape)} in B"}
-    max_abs, max_rel, cosine, outside = compare_tensor(a, b, atol, rtol)
+    finite = np.isfinite(b)
+    max_abs, max_rel, cosine, outside = compare_tensor(a[finite], b[finite], atol, rtol)
     row.update(max_abs=f"{max_abs:.3e}", max_rel=f"{max_rel:.3e}", cosine=f"{cosine:.7f}")
+    if not finite.all():
+        return {**row, "result": "FAIL", "why": f"{int(np.isnan(b).sum())} NaN and {int(np.isinf(b).sum())} "
+                                                f"infinite values; max abs over the finite ones {max_abs:.3e}"}
+    if dtype in LOW_PRECISION:
+        return {**row, **low_precision_result(a, b, atol, rtol, dtype, noise)}
     if outside:
         return {**row, "result": "FAIL", "why": f"max abs {max_abs:.3e}, {outside} of {a.size} elements "
                                                 f"outside atol {atol:g} + rtol {rtol:g} * |A|"}
-    return {**row, "result": "ok", "why": ""}
+    return {**row, "result": "ok"}
 
 
-def compare(a, b, atol=DEFAULT_ATOL, rtol=DEFAULT_RTOL):
-    """Rows for every name on either side, in pipeline order; A is the reference."""
-    names = sorted(set(a) | set(b), key=pipeline_position)
-    return [compare_row(name, a.get(name), b.get(name), atol, rtol) for name in names]
+def not_rounded_like_a(a, b, atol, rtol, dtype):
+    """How many elements of b (written in dtype) are not A rounded to dtype, A taken within atol + rtol * |A|: what
+    a port that computes in float32 and stores dtype writes. A port that computes in dtype misses it on 20-80% of
+    the elements of every layer (measured on random SigLIPs); one that stores it after a small error (exact GELU,
+    LayerNorm eps 1e-5) on 0.1-30% of the elements after the error."""
+    tolerance = atol + rtol * np.abs(a)
+    low, high = (torch.from_numpy(x.astype(np.float32)).to(getattr(torch, dtype)).double().numpy()
+                 for x in (a - tolerance, a + tolerance))
+    return int(((b < low) | (b > high)).sum())
+
+
+def low_precision_result(a, b, atol, rtol, dtype, noise):
+    """{result, why} for a name written in float16/bfloat16.
+
+    noise None (a port that computes in float32 and stores dtype): every element must be A rounded to dtype.
+    Otherwise (a port that computes in dtype): its RMS error may be NOISE_FACTOR times siglip-min's own in dtype.
+    An error smaller than that noise cannot be told from rounding by looking at the outputs.
+    """
+    if noise is None:
+        missed = not_rounded_like_a(a, b, atol, rtol, dtype)
+        why = (f"{missed} of {a.size} elements are not A rounded to {dtype}: an error before the rounding"
+               if missed else f"A rounded to {dtype}")
+        return {"result": "FAIL" if missed else "ok", "why": why}
+    error = rms(b - a)
+    why = (f"RMS error {error:.2e}, {error / max(noise, TINY):.1f}x siglip-min's own {dtype} error {noise:.2e} "
+           f"(limit {NOISE_FACTOR:g}x)")
+    return {"result": "ok" if error <= NOISE_FACTOR * noise + atol else "FAIL", "why": why}
+
+
+def computes_in_low_precision(a, b, dtypes, atol, rtol):
+    """{part: True} for each tower whose first activation B wrote in float16/bfloat16 is not A rounded to that
+    dtype: B computes in it (and is judged against siglip-min's noise); else B stores it only (judged exactly)."""
+    computes = {}
+    for name in sorted(set(a) & set(b), key=pipeline_position):
+        part, dtype = tower_of(name), dtypes.get(name, str(b[name].dtype))
+        if part in ("vision", "text") and part not in computes and dtype in LOW_PRECISION and \
+                a[name].shape == b[name].shape and np.isfinite(b[name]).all():
+            computes[part] = not_rounded_like_a(a[name], b[name], atol, rtol, dtype) > 0
+    computes["outputs"] = any(computes.values())
+    return computes
+
+
+def compare_input(row, name, a, b, atol):
+    """Inputs are not activations: equal, in a layout recognised (ok, and said), or other inputs (INPUT)."""
+    if a.shape == b.shape and np.allclose(b, a, rtol=0, atol=atol):
+        return {**row, "result": "ok"}
+    for layout, rearranged in input_layouts(name, b):
+        if rearranged.shape == a.shape and np.allclose(rearranged, a, rtol=0, atol=atol):
+            return {**row, "result": "ok", "hint": f"written {layout}"}
+    why = f"B's {name} {tuple(b.shape)} is not the golden's {tuple(a.shape)}: the port ran on other inputs"
+    if name == "input_ids" and b.ndim == a.ndim == 2 and b.shape[1] < a.shape[1] and \
+            np.array_equal(b, a[:, : b.shape[1]]):
+        why = f"B's input_ids stop at {b.shape[1]} tokens: the golden's are padded to {a.shape[1]}, as SigLIP's are"
+    return {**row, "result": "INPUT", "why": why}
+
+
+def input_layouts(name, b):
+    """(layout, b rearranged to the golden's layout) for the layouts a port may write its pixel_values in."""
+    if name != "pixel_values" or b.ndim != 4:
+        return []
+    return [("channels-last (B, H, W, C)", b.transpose(0, 3, 1, 2)),
+            ("with rows and columns swapped (B, C, W, H)", b.transpose(0, 1, 3, 2)),
+            ("with the channels in BGR order", b[:, ::-1])]
+
+
+def similar(reference, candidate):
+    return reference.shape == candidate.shape and rms(candidate - reference) <= SIMILAR * max(rms(reference), TINY)
+
+
+def hints(name, a, b, heads=None):
+    """What a failing tensor b of `name` equals instead, each said only when it holds: another name of A (one name
+    off), A with the patch grid transposed or the heads reordered, a position of the tokens it was pooled from,
+    A times a constant (plus a constant)."""
+    reference, found = a[name], []
+    others = [other for other in a if other != name and other not in INPUT_NAMES and similar(a[other], b)]
+    if others:
+        found.append(f"equals A's {others[0]}: written one name off?")
+    if name.startswith("vision.") and reference.ndim == 3 and int(reference.shape[1] ** 0.5) ** 2 == reference.shape[1]:
+        B, N, D = reference.shape
+        grid = int(N ** 0.5)
+        if grid > 1 and similar(reference.reshape(B, grid, grid, D).transpose(0, 2, 1, 3).reshape(B, N, D), b):
+            found.append("equals A with the patch grid transposed: patches flattened column by column "
+                         "(SigLIP flattens row by row)")
+    if name.endswith(".attention") and heads:
+        order = head_order(reference, b, heads[name.partition(".")[0]])
+        if order is not None and order != list(range(len(order))):
+            found.append(f"equals A with the heads in the order {order}")
+    pooled_from = {"text.pooled": "text.final_layer_norm"}.get(name)
+    if pooled_from in a and b.ndim == 2:
+        tokens = a[pooled_from]  # (B, L, D)
+        positions = [t for t in range(tokens.shape[1]) if similar(tokens[:, t], b)]
+        if positions and positions[-1] != tokens.shape[1] - 1:
+            found.append(f"equals {pooled_from} at position {positions[0]}: SigLIP pools the last position, "
+                         f"{tokens.shape[1] - 1}")
+    scale, shift = affine_fit(reference, b)
+    if scale is not None and (abs(scale - 1) > 1e-3 or abs(shift) > 1e-3 * max(rms(reference), TINY)):
+        found.append(f"equals {scale:.4g} x A {'+' if shift >= 0 else '-'} {abs(shift):.3g}: a constant factor "
+                     f"missing or extra (1/sqrt(Dh)? exp(logit_scale)?)")
+    return found
+
+
+def head_order(reference, b, num_heads):
+    """The order of A's heads that b's heads are in ((B, T, H * Dh) tensors), or None when b is not a reordering."""
+    if b.shape != reference.shape or reference.shape[-1] % num_heads:
+        return None
+    split = lambda x: np.split(x, num_heads, axis=-1)  # noqa: E731  H x (B, T, Dh)
+    ours, theirs = split(reference), split(b)
+    order = [next((k for k, head in enumerate(ours) if similar(head, candidate)), None) for candidate in theirs]
+    return order if None not in order and sorted(order) == list(range(num_heads)) else None
+
+
+def affine_fit(reference, b):
+    """(scale, shift) with b = scale * A + shift to within SIMILAR, else (None, None)."""
+    x, y = reference.ravel().astype(np.float64), b.ravel().astype(np.float64)
+    if x.size < 2 or np.ptp(x) == 0:
+        return None, None
+    scale, shift = np.polyfit(x, y, 1)
+    return (float(scale), float(shift)) if rms(y - (scale * x + shift)) <= SIMILAR * max(rms(y), TINY) else (None, None)
+
+
+def compare(a, b, atol=DEFAULT_ATOL, rtol=DEFAULT_RTOL, dtypes=None, noise=None, heads=None):
+    """Rows for every name on either side, in pipeline order; A is the reference.
+
+    dtypes: {name: dtype B wrote it in}; noise: a function giving {name: siglip-min's own RMS error} in the low
+    precision B computes in, called only when a tower of B computes in float16/bfloat16 (see low_precision_result);
+    heads: {"vision": H, "text": H}, to recognise reordered heads.
+    """
+    dtypes = dtypes or {}
+    computes = computes_in_low_precision(a, b, dtypes, atol, rtol)
+    floor = noise() if noise and any(computes.values()) else {}
+    rows = [compare_row(name, a.get(name), b.get(name), atol, rtol,
+                        dtypes.get(name, str(b[name].dtype) if name in b else "-"),
+                        floor.get(name) if computes.get(tower_of(name)) else None)
+            for name in sorted(set(a) | set(b), key=pipeline_position)]
+    for part in dict.fromkeys(tower_of(row["name"]) for row in rows):  # hints for the mismatch the summary names
+        first = next((row for row in rows if tower_of(row["name"]) == part and row["result"] in ("FAIL", "SHAPE")),
+                     None)
+        if first:
+            first["hint"] = "; ".join(hints(first["name"], a, b[first["name"]], heads))
+    return rows
+
+
+def describe(row):
+    return row["why"] + (f"; {row['hint']}" if row["hint"] else "")
 
 
 def format_report(rows):
-    """The table, then 'first mismatch: NAME (why)' or 'all match'."""
-    columns = ("name", "shape", "max_abs", "max_rel", "cosine", "result")
+    """The table; one line per part of the pipeline (inputs, vision, text, outputs) with its first mismatch; then
+    'first mismatch: NAME (why; hint)', 'all written names match (N not written)' or 'all match'."""
+    columns = ("name", "shape", "dtype", "max_abs", "max_rel", "cosine", "result")
     widths = {c: max(len(c), *(len(row[c]) for row in rows)) for c in columns}
     lines = ["  ".join(c.ljust(widths[c]) for c in columns)]
-    lines += ["  ".join(row[c].ljust(widths[c]) for c in columns).rstrip() for row in rows]
-    failed = [row for row in rows if row["result"] != "ok"]
-    lines.append(f"first mismatch: {failed[0]['name']} ({failed[0]['why']})" if failed else "all match")
+    lines += ["  ".join(row[c].ljust(widths[c]) for c in columns).rstrip() + (f"  ({row['hint']})" if
+              row["hint"] and row["result"] == "ok" else "") for row in rows]
+    for part in dict.fromkeys(tower_of(row["name"]) for row in rows):
+        failed = [row for row in rows if tower_of(row["name"]) == part and row["result"] not in PASSING]
+        lines.append(f"{part}: " + (f"first mismatch {failed[0]['name']} ({describe(failed[0])})" if failed
+                                    else "all written names match"))
+    failed = [row for row in rows if row["result"] not in PASSING]
+    not_written = sum(row["result"] == "not written" for row in rows)
+    if failed:
+        lines.append(f"first mismatch: {failed[0]['name']} ({describe(failed[0])})")
+    else:
+        lines.append(f"all written names match ({not_written} not written)" if not_written else "all match")
     return "\n".join(lines)
 
 
@@ -299,6 +507,27 @@ def tokenize(texts, folder, model):
     return tokenizer(list(texts)), settings
 
 
+def pad_like_the_tokenizer(ids, mask, folder, config):
+    """--input-ids (and --attention-mask) padded as SiglipTokenizer pads: to its model_max_length with its pad id
+    (the folder's tokenizer; without one, the model's text length and SigLIP's pad id 1), and a line saying so."""
+    if (folder / "spiece.model").is_file():
+        tokenizer = SiglipTokenizer.from_pretrained(folder)
+        length, pad = tokenizer.model_max_length, tokenizer.pad_id
+    else:
+        length, pad = config.text_config.max_position_embeddings, 1
+    if ids.shape[1] > length:
+        raise InputError(f"--input-ids: rows of {ids.shape[1]} ids, the model reads at most {length}")
+    if ids.shape[1] == length:
+        return ids, mask
+    print(f"padded --input-ids from {ids.shape[1]} to {length} ids with the pad id {pad}, as the tokenizer pads "
+          f"(--no-pad keeps them as given)")
+    padded = np.full((ids.shape[0], length), pad, dtype=np.int64)  # (B, L)
+    padded[:, : ids.shape[1]] = ids
+    if mask is not None:
+        mask = np.concatenate([mask, np.zeros((mask.shape[0], length - mask.shape[1]), dtype=np.int64)], axis=1)
+    return padded, mask
+
+
 def seeded_inputs(config, batch=2, seed=0):
     """NumPy (pixel_values, input_ids) any checkpoint of `config` accepts: uniform [-1, 1] pixels at its image size,
     random token ids at its full text length. parity.py and bench.py both take their inputs from here."""
@@ -330,6 +559,11 @@ def command_line_inputs(args, folder, config, generate_missing):
         if "input_ids" not in inputs:
             raise InputError("--attention-mask needs --input-ids or --text")
         inputs["attention_mask"] = parse_id_rows(args.attention_mask, "--attention-mask")
+    if args.input_ids and not args.no_pad:
+        inputs["input_ids"], mask = pad_like_the_tokenizer(inputs["input_ids"], inputs.get("attention_mask"), folder,
+                                                           config)
+        if mask is not None:
+            inputs["attention_mask"] = mask
     if generate_missing:
         pixel_values, input_ids = seeded_inputs(config)
         for name, generated, what in (("pixel_values", pixel_values, "preprocessing"),
@@ -352,11 +586,12 @@ def as_torch(inputs, device="cpu"):
 
 def run_export(args):
     folder = resolve_model_dir(args.model)
-    inputs, settings = command_line_inputs(args, folder, sm.SiglipConfig.from_pretrained(folder), generate_missing=False)
+    config = sm.SiglipConfig.from_pretrained(folder)
+    inputs, settings = command_line_inputs(args, folder, config, generate_missing=False)
     model = sm.SiglipModel.from_pretrained(folder, device=args.device, dtype=sm.DTYPES[args.dtype],
                                       attn_implementation=args.attn)
     activations = trace(model, **as_torch(inputs, args.device))
-    metadata = {"format": "siglip-min parity golden file", "model": args.model, "model_folder": str(folder),
+    metadata = {"format": "siglip-min parity golden file", "model": args.model, "model_folder": str(folder.resolve()),
                 "config": model.config.to_hf(), "dtype": args.dtype, "attn_implementation": args.attn,
                 "device": args.device, "torch": torch.__version__, "siglip_min": siglip_min_version(), **settings}
     write_golden(args.out, {**inputs, **activations}, metadata)
@@ -365,12 +600,58 @@ def run_export(args):
 
 
 def run_compare(args):
-    (a, _), (b, _) = read_golden(args.a), read_golden(args.b)
+    (a, metadata), (b, _) = read_golden(args.a), read_golden(args.b)
     if not a and not b:
         raise InputError(f"{args.a} and {args.b} hold no tensors: nothing to compare")
-    rows = compare(a, b, args.atol, args.rtol)
-    print(f"A: {args.a}\nB: {args.b}\n{format_report(rows)}")
-    return 0 if all(row["result"] == "ok" for row in rows) else 1
+    dtypes = golden_dtypes(args.b)
+    low = sorted({dtype for name, dtype in dtypes.items() if dtype in LOW_PRECISION and name in a})
+    judged = []
+    noise = (lambda: judged.append(f"; siglip-min's own {low[0]} error from {args.noise or 'the golden model'}")
+             or low_precision_noise(a, metadata, low[0], args.noise)) if low else None
+    rows = compare(a, b, args.atol, args.rtol, dtypes, noise, heads_of(metadata))
+    print(f"A: {args.a} ({', '.join(sorted(set(golden_dtypes(args.a).values())))})\n"
+          f"B: {args.b} ({', '.join(sorted(set(dtypes.values())))}{''.join(judged)})\n{format_report(rows)}")
+    return 0 if all(row["result"] in PASSING for row in rows) else 1
+
+
+def golden_dtypes(path):
+    """{name: dtype as written} of a safetensors file ('float32', 'bfloat16', 'int64', ...)."""
+    from safetensors import safe_open
+
+    names = {"F64": "float64", "F32": "float32", "F16": "float16", "BF16": "bfloat16", "I64": "int64", "I32": "int32"}
+    with safe_open(str(path), framework="pt") as f:
+        return {name: names.get(f.get_slice(name).get_dtype(), f.get_slice(name).get_dtype()) for name in f.keys()}
+
+
+def heads_of(metadata):
+    """{"vision": H, "text": H} from a golden file's config, or None."""
+    try:
+        config = json.loads(metadata.get("config", "null")) or {}
+        return {tower: config[f"{tower}_config"]["num_attention_heads"] for tower in ("vision", "text")}
+    except (ValueError, KeyError, TypeError):
+        return None
+
+
+def low_precision_noise(golden, metadata, dtype, noise_file=None):
+    """{name: RMS error of siglip-min's own `dtype` result against the float32 golden}.
+
+    From noise_file (a golden exported with --dtype of that dtype, from the same inputs) when given, else computed
+    here from the model folder the golden names and the golden's inputs.
+    """
+    if noise_file:
+        reference, _ = read_golden(noise_file)
+    else:
+        folder = metadata.get("model_folder")
+        if not folder or not Path(folder).is_dir():
+            raise InputError(f"B is written in {dtype}: comparing it needs siglip-min's own {dtype} result, and the "
+                             f"golden's model folder ({folder}) is not here; export one with --dtype {dtype} from "
+                             f"the same inputs and pass it with --noise")
+        model = sm.SiglipModel.from_pretrained(folder, dtype=sm.DTYPES[dtype],
+                                               attn_implementation=metadata.get("attn_implementation", "sdpa"))
+        inputs = {name: torch.from_numpy(golden[name]) for name in INPUT_NAMES if name in golden}
+        reference = trace(model, **inputs)
+    return {name: rms(reference[name] - golden[name]) for name in reference
+            if name in golden and name not in INPUT_NAMES and reference[name].shape == golden[name].shape}
 
 
 def run_check_hf(args):
@@ -388,7 +669,7 @@ def run_check_hf(args):
     reference, candidate = {**inputs, **trace_hf(theirs, **tensors)}, {**inputs, **trace(ours, **tensors)}
     rows = compare(reference, candidate, args.atol, args.rtol)
     print(f"A: transformers {transformers.__version__} (eager)\nB: siglip-min ({args.attn})\n{format_report(rows)}")
-    return 0 if all(row["result"] == "ok" for row in rows) else 1
+    return 0 if all(row["result"] in PASSING for row in rows) else 1
 
 
 class OneLineParser(argparse.ArgumentParser):
@@ -409,6 +690,8 @@ def add_input_options(parser):
     texts.add_argument("--input-ids", nargs="+", metavar="5,9,2,1", help="token ids, one comma-separated row per text")
     parser.add_argument("--attention-mask", nargs="+", metavar="1,1,1,0",
                         help="optional 0/1 mask, one row per text (SigLIP itself runs without one)")
+    parser.add_argument("--no-pad", action="store_true",
+                        help="trace --input-ids as given (default: padded as the tokenizer pads, and said so)")
     parser.add_argument("--attn", choices=sm.ATTN_IMPLEMENTATIONS, default="sdpa", help="siglip-min's attention")
 
 
@@ -429,7 +712,8 @@ def build_parser():
                                  "traced activation (float32) of siglip-min, with metadata, to one safetensors file.")
     export.add_argument("--model", required=True, help="model folder or cached Hub id")
     add_input_options(export)
-    export.add_argument("--dtype", choices=sorted(sm.DTYPES), default="float32", help="model dtype (traces are float32)")
+    export.add_argument("--dtype", choices=sorted(sm.DTYPES), default="float32",
+                        help="model dtype (traces are stored float32)")
     export.add_argument("--device", default="cpu")
     export.add_argument("--out", required=True, metavar="golden.safetensors")
 
@@ -439,6 +723,9 @@ def build_parser():
     compare_cmd.add_argument("a", metavar="A.safetensors", help="the reference (a golden file from export)")
     compare_cmd.add_argument("b", metavar="B.safetensors", help="the file to check (your port's)")
     add_tolerances(compare_cmd)
+    compare_cmd.add_argument("--noise", metavar="LOW.safetensors",
+                             help="for a port written in float16/bfloat16: a golden exported with --dtype of that "
+                                  "dtype from the same inputs (default: computed from the golden's model folder)")
 
     check = commands.add_parser("check-hf", help="trace siglip-min and transformers on the same inputs, same table",
                                 description="Trace transformers (eager attention, output_hidden_states=True) and "

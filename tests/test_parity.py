@@ -19,10 +19,16 @@ ATOL = 1e-5  # float32 on CPU, every layer: parity.py's default
 LAYERS = 3  # per tower: enough for a perturbed block with good blocks before and after it
 
 
+def block_names(tower, layers):
+    """Each block's parts, then its output: the heads before out_proj, x + attention, the MLP's output."""
+    return [f"{tower}.layers.{i}{part}" for i in range(layers)
+            for part in (".attention", ".attention_residual", ".mlp", "")]
+
+
 def expected_names(layers=LAYERS):
     return ["pixel_values", "input_ids", "attention_mask", "vision.patch_embeds", "vision.embeddings",
-            *[f"vision.layers.{i}" for i in range(layers)], "vision.post_layernorm", "vision.pooled",
-            "text.embeddings", *[f"text.layers.{i}" for i in range(layers)], "text.final_layer_norm",
+            *block_names("vision", layers), "vision.post_layernorm", "vision.pooled",
+            "text.embeddings", *block_names("text", layers), "text.final_layer_norm",
             "text.pooled", "text.features", "image_embeds", "text_embeds", "logits_per_image", "logits_per_text"]
 
 
@@ -146,7 +152,7 @@ def test_compare_lists_one_sided_names_and_shape_mismatches_as_rows():
     b = {"vision.layers.0": x[:, :3], "image_embeds": x[:, 0]}
     rows = parity.compare(a, b)
     assert [(r["name"], r["result"]) for r in rows] == [
-        ("vision.layers.0", "SHAPE"), ("text.pooled", "only in A"), ("image_embeds", "only in B")]
+        ("vision.layers.0", "SHAPE"), ("text.pooled", "not written"), ("image_embeds", "extra")]
     assert parity.format_report(rows).splitlines()[-1] == (
         "first mismatch: vision.layers.0 (shape (2, 4, 8) in A, (2, 3, 8) in B)")
 
@@ -160,9 +166,10 @@ def test_perturbed_block_is_named_as_first_mismatch(folder, inputs, tmp_path, ca
     parity.write_golden(tmp_path / "port.safetensors", {**as_numpy(inputs), **parity.trace(model, **inputs)}, {})
     assert parity.main(["compare", str(tmp_path / "golden.safetensors"), str(tmp_path / "port.safetensors")]) == 1
     report = capsys.readouterr().out.splitlines()
-    assert report[-1].startswith(f"first mismatch: {tower}.layers.1 (max abs ")
-    results = {line.split()[0]: line.split()[-1] for line in report[3:-1]}
-    assert results[f"{tower}.layers.0"] == "ok" and results[f"{tower}.layers.1"] == "FAIL"
+    assert report[-1].startswith(f"first mismatch: {tower}.layers.1.mlp (max abs ")  # fc2 is in the MLP
+    results = {line.split()[0]: line.split()[-1] for line in report[3:-1] if line.startswith(("vision.", "text."))}
+    assert results[f"{tower}.layers.0"] == "ok" and results[f"{tower}.layers.1.attention_residual"] == "ok"
+    assert results[f"{tower}.layers.1.mlp"] == "FAIL" and results[f"{tower}.layers.1"] == "FAIL"
     other = "text" if tower == "vision" else "vision"
     assert all(result == "ok" for name, result in results.items() if name.startswith(other))
 
@@ -205,7 +212,8 @@ def test_check_hf_prints_every_layer_and_all_match(folder):
     done = cli("check-hf", "--model", folder)
     assert done.returncode == 0, done.stdout + done.stderr
     lines = done.stdout.splitlines()
-    assert [line.split()[0] for line in lines[3:-1]] == [n for n in expected_names() if n != "attention_mask"]
+    assert [line.split()[0] for line in lines[3:-5]] == [n for n in expected_names() if n != "attention_mask"]
+    assert lines[-5:-1] == [f"{part}: all written names match" for part in ("inputs", "vision", "text", "outputs")]
     assert lines[-1] == "all match" and "Traceback" not in done.stderr
 
 
