@@ -3,7 +3,7 @@ weights and a golden file's inputs and writes every traced name. The tests plant
 what `parity.py compare` says. Not a second implementation of the library: nothing here is imported by it.
 
 Bugs (each a name in BUGS): exact_gelu, eps_1e-5, column_major_patches, transposed_kernel, swapped_heads,
-pool_first, no_attention_scale, names_one_off, channels_last_pixels.
+pool_first, no_attention_scale, names_one_off, channels_last_pixels, logit_scale_not_exp.
 """
 import math
 
@@ -13,7 +13,7 @@ from safetensors.numpy import load_file
 from safetensors.torch import save_file
 
 BUGS = ("exact_gelu", "eps_1e-5", "column_major_patches", "transposed_kernel", "swapped_heads", "pool_first",
-        "no_attention_scale", "names_one_off", "channels_last_pixels")
+        "no_attention_scale", "names_one_off", "channels_last_pixels", "logit_scale_not_exp")
 erf = np.vectorize(math.erf)
 
 
@@ -114,7 +114,8 @@ def run(folder, golden, heads, bugs=()):
     texts = text(ids, mask, w, heads["text"], bugs, trace)
     image, texts = (x / np.linalg.norm(x, axis=-1, keepdims=True) for x in (image, texts))
     trace.update(image_embeds=image, text_embeds=texts)
-    trace["logits_per_text"] = texts @ image.T * np.exp(w["logit_scale"]) + w["logit_bias"]
+    scale = w["logit_scale"] if "logit_scale_not_exp" in bugs else np.exp(w["logit_scale"])  # stored as a log
+    trace["logits_per_text"] = texts @ image.T * scale + w["logit_bias"]
     trace["logits_per_image"] = trace["logits_per_text"].T
     if "names_one_off" in bugs:  # hidden_states-style numbering: "layers.i" holds block i's input
         for tower in ("vision", "text"):

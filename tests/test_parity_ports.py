@@ -65,6 +65,7 @@ PLANTED = {
     "pool_first": (None, "text.pooled", "equals text.final_layer_norm at position 0"),
     "no_attention_scale": ("vision.layers.0.attention", "text.layers.0.attention", ""),
     "names_one_off": ("vision.layers.0", "text.layers.0", "equals A's vision.embeddings: written one name off"),
+    "logit_scale_not_exp": (None, None, "x A - 3.6"),  # log(t) cos + b against t cos + b, t = exp(2.3)
 }
 
 
@@ -79,7 +80,8 @@ def test_planted_bug_is_named_with_its_hint(capsys, folder, golden, tmp_path, bu
     for part, first in (("vision", vision), ("text", text)):
         assert parts[part] == "all written names match" if first is None else \
             parts[part].startswith(f"first mismatch {first} ("), (part, parts[part])
-    assert last.startswith(f"first mismatch: {vision or text} (") and says in last, last
+    first = vision or text or "logits_per_image"
+    assert last.startswith(f"first mismatch: {first} (") and says in last, last
 
 
 @pytest.mark.parametrize("dtype", ["float32", "float16", "bfloat16"])
