@@ -1,6 +1,6 @@
 """Train SigLIP with the sigmoid loss on CPU: synthetic "a {colour} {shape}" pictures, or a folder of captioned images.
 
-    python train.py                                  # the shipped checkpoints/siglip-tiny-shapes
+    python train.py                                  # the shipped model's recipe, into runs/siglip-tiny-shapes
     python train.py --steps 3 --out /tmp/smoke       # a quick smoke run
     python train.py --data photos --out my-siglip    # photos/captions.jsonl: {"image": "cat.jpg", "caption": "..."}
     python train.py --init checkpoints/siglip-tiny-shapes --data photos --out tuned   # fine-tune any SigLIP
