@@ -709,8 +709,8 @@ def read_tensors(shards, wanted, device, dtype):
                 for name in sorted(held):
                     present.add(name)
                     if name in wanted:  # one tensor at a time: never two full copies of the model
-                        tensors[name] = f.get_tensor(name)
-                        tensors[name] = tensors[name].to(dtype) if tensors[name].is_floating_point() else tensors[name]
+                        tensor = f.get_tensor(name)  # integer tensors stay as they are, for value_problems to name
+                        tensors[name] = tensor.to(dtype) if tensor.is_floating_point() else tensor
         except SafetensorError as e:
             raise InputError(f"{path}: unreadable safetensors file ({e})") from None
     return tensors, present
