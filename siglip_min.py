@@ -17,10 +17,13 @@ Shapes: B batch, N image tokens (patches), L text tokens, D width, H heads, Dh =
 """
 import json
 import math
+import re
 import string
+import zipfile
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
+import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
@@ -31,6 +34,9 @@ from hub import InputError, check_not_lfs_pointer, read_json, resolve_model_dir
 
 ATTN_IMPLEMENTATIONS = ("sdpa", "eager")
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+# config.json's hidden_act -> F.gelu's `approximate`. SigLIP (big_vision) uses the tanh approximation; open_clip and
+# timm run their SigLIP 1 releases with the exact erf GELU ("gelu" in transformers), 5e-4 to 9e-4 away on features.
+GELU_APPROXIMATIONS = {"gelu_pytorch_tanh": "tanh", "gelu": "none"}
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -47,6 +53,7 @@ class SiglipVisionConfig:
     patch_size: int = 16
     layer_norm_eps: float = 1e-6
     hidden_act: str = "gelu_pytorch_tanh"
+    vision_use_head: bool = True  # False in the towers VLMs take (PaliGemma, Idefics3): no MAP head, no pooled output
 
     def __post_init__(self):
         check_config(self, "vision_config")
@@ -152,14 +159,17 @@ def check_config(config, where):
         value, is_int = getattr(config, f.name), isinstance(getattr(config, f.name), int)
         if f.type is int and not (is_int and not isinstance(value, bool) and value > 0):
             raise InputError(f"{where}.{f.name} must be a positive int, got {value!r}")
+        if f.type is bool and not isinstance(value, bool):
+            raise InputError(f"{where}.{f.name} must be true or false, got {value!r}")
         if f.type is float and not (isinstance(value, (int, float)) and not isinstance(value, bool)
                                     and 0 < value < math.inf):
             raise InputError(f"{where}.{f.name} must be a positive number, got {value!r}")
     if config.hidden_size % config.num_attention_heads:
         raise InputError(f"{where}.hidden_size={config.hidden_size} is not divisible by "
                          f"{where}.num_attention_heads={config.num_attention_heads}")
-    if config.hidden_act != "gelu_pytorch_tanh":
-        raise InputError(f"{where}.hidden_act={config.hidden_act!r}: SigLIP uses 'gelu_pytorch_tanh'")
+    if config.hidden_act not in GELU_APPROXIMATIONS:
+        raise InputError(f"{where}.hidden_act={config.hidden_act!r}: SigLIP uses 'gelu_pytorch_tanh' (or 'gelu', "
+                         f"the exact GELU that open_clip/timm's SigLIP releases run)")
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -214,14 +224,16 @@ class Attention(nn.Module):
 
 
 class MLP(nn.Module):
-    """fc1 -> GELU (tanh approximation) -> fc2 (transformers SiglipMLP)."""
+    """fc1 -> GELU (the tanh approximation, unless config.hidden_act says exact) -> fc2 (transformers SiglipMLP)."""
 
-    def __init__(self, dim, hidden):
+    def __init__(self, config):
         super().__init__()
-        self.fc1, self.fc2 = nn.Linear(dim, hidden), nn.Linear(hidden, dim)
+        self.fc1 = nn.Linear(config.hidden_size, config.intermediate_size)
+        self.fc2 = nn.Linear(config.intermediate_size, config.hidden_size)
+        self.approximate = GELU_APPROXIMATIONS[config.hidden_act]
 
     def forward(self, x):  # x (B, T, D)
-        return self.fc2(F.gelu(self.fc1(x), approximate="tanh"))  # (B, T, D)
+        return self.fc2(F.gelu(self.fc1(x), approximate=self.approximate))  # (B, T, D)
 
 
 class Block(nn.Module):
@@ -233,7 +245,7 @@ class Block(nn.Module):
         self.ln1 = layer_norm(D, config.layer_norm_eps)
         self.attn = Attention(D, config.num_attention_heads, attn_implementation)
         self.ln2 = layer_norm(D, config.layer_norm_eps)
-        self.mlp = MLP(D, config.intermediate_size)
+        self.mlp = MLP(config)
 
     def forward(self, x, keep=None):  # x (B, T, D)
         x = x + self.attn(self.ln1(x), keep)  # (B, T, D)
@@ -293,7 +305,7 @@ class MAPHead(nn.Module):
         self.in_proj = nn.Linear(D, 3 * D)  # packed q|k|v
         self.out_proj = nn.Linear(D, D)
         self.norm = layer_norm(D, config.layer_norm_eps)
-        self.mlp = MLP(D, config.intermediate_size)
+        self.mlp = MLP(config)
 
     def forward(self, x):  # x (B, N, D)
         w_q, w_k, w_v = self.in_proj.weight.chunk(3)  # 3 x (D, D)
@@ -308,17 +320,20 @@ class MAPHead(nn.Module):
 
 
 class VisionTower(nn.Module):
-    """Embeddings -> blocks -> post LayerNorm -> MAP head (transformers SiglipVisionTransformer)."""
+    """Embeddings -> blocks -> post LayerNorm -> MAP head (transformers SiglipVisionModel).
+
+    Without config.vision_use_head (the towers inside VLMs) there is no MAP head and no pooled output.
+    """
 
     def __init__(self, config, attn_implementation):
         super().__init__()
         self.embed = VisionEmbeddings(config)
         self.blocks = encoder_blocks(config, attn_implementation)
         self.norm = layer_norm(config.hidden_size, config.layer_norm_eps)
-        self.head = MAPHead(config, attn_implementation)
+        self.head = MAPHead(config, attn_implementation) if config.vision_use_head else None
 
-    def last_hidden_state(self, pixel_values, interpolate_pos_encoding=False, kept_patches=None):
-        """Every token after the final LayerNorm: (B, N, D), transformers' last_hidden_state.
+    def hidden_states(self, pixel_values, interpolate_pos_encoding=False, kept_patches=None):
+        """Yields the embeddings, then each block's output, (B, N, D) each: transformers' hidden_states, one by one.
 
         kept_patches (B, K), training only: the indices of the patches each image keeps, the others are left out
         before the blocks (patch dropout, [4] §3); the MAP head then pools the K that are left.
@@ -327,11 +342,21 @@ class VisionTower(nn.Module):
         x = self.embed(pixel_values, interpolate_pos_encoding)  # (B, N, D)
         if kept_patches is not None:
             x = x.gather(1, kept_patches[:, :, None].expand(-1, -1, x.shape[-1]))  # (B, K, D)
+        yield x
         for block in self.blocks:
             x = block(x)  # (B, N, D)
+            yield x
+
+    def last_hidden_state(self, pixel_values, interpolate_pos_encoding=False, kept_patches=None):
+        """Every token after the final LayerNorm: (B, N, D), transformers' last_hidden_state."""
+        for x in self.hidden_states(pixel_values, interpolate_pos_encoding, kept_patches):
+            pass  # keeps only the latest: no list of every layer's output in memory
         return self.norm(x)  # (B, N, D)
 
     def forward(self, pixel_values, interpolate_pos_encoding=False, kept_patches=None):
+        if self.head is None:
+            raise InputError("this vision tower has no MAP head (vision_use_head is false), so no pooled image "
+                             "features; take the tokens: SiglipVisionModel(...)(pixel_values)")
         return self.head(self.last_hidden_state(pixel_values, interpolate_pos_encoding, kept_patches))  # (B, D)
 
 
@@ -368,14 +393,17 @@ class TextTower(nn.Module):
         self.norm = layer_norm(config.hidden_size, config.layer_norm_eps)
         self.head = nn.Linear(config.hidden_size, config.projection_size)
 
-    def forward(self, input_ids, attention_mask=None):  # input_ids (B, L)
+    def last_hidden_state(self, input_ids, attention_mask=None):  # input_ids (B, L)
+        """Every token after the final LayerNorm: (B, L, D), transformers' last_hidden_state."""
         keep = keys_to_keep(input_ids, attention_mask, self.embed.pos.shape[0])  # (B, 1, 1, L) or None
         x = self.embed(input_ids)  # (B, L, D)
         for block in self.blocks:
             x = block(x, keep)  # (B, L, D)
-        x = self.norm(x)  # (B, L, D)
+        return self.norm(x)  # (B, L, D)
+
+    def forward(self, input_ids, attention_mask=None):  # input_ids (B, L)
         # SigLIP pools the last position, which is padding for short texts: it was trained that way ([1] §4).
-        return self.head(x[:, -1])  # (B, P)
+        return self.head(self.last_hidden_state(input_ids, attention_mask)[:, -1])  # (B, P)
 
 
 def keys_to_keep(input_ids, attention_mask, max_length):
@@ -521,6 +549,9 @@ class SiglipModel(nn.Module):
         super().__init__()
         check_attn_implementation(attn_implementation)
         self.config = config or SiglipConfig()
+        if not self.config.vision_config.vision_use_head:
+            raise InputError("vision_config.vision_use_head is false: the two-tower model pools images with the MAP "
+                             "head; load the vision tower alone (SiglipVisionModel) for its tokens")
         self.vision = VisionTower(self.config.vision_config, attn_implementation)
         self.text = TextTower(self.config.text_config, attn_implementation)
         # From-scratch init of [1] §3: t' = log 10, b = -10. (transformers initialises both to 0.)
@@ -585,6 +616,70 @@ class SiglipClassifier(nn.Module):
         write_checkpoint(self, folder, "SiglipForImageClassification")
 
 
+class SiglipVisionModel(nn.Module):
+    """The vision tower alone (transformers SiglipVisionModel): what VLMs take from SigLIP, often without its head.
+
+    Calling it gives the tokens (last_hidden_state); get_image_features gives the MAP head's pooled features.
+    """
+
+    def __init__(self, config=None, attn_implementation="sdpa"):
+        super().__init__()
+        check_attn_implementation(attn_implementation)
+        self.config = config or SiglipVisionConfig()
+        self.vision = VisionTower(self.config, attn_implementation)
+        for module in self.modules():
+            init_from_scratch(module)
+
+    def forward(self, pixel_values, interpolate_pos_encoding=False, output_hidden_states=False):
+        """last_hidden_state (B, N, D); with output_hidden_states, also transformers' hidden_states: the embeddings
+        and every block's output before the final LayerNorm, num_hidden_layers + 1 tensors (B, N, D). VLMs often
+        take hidden_states[-2], the second to last block's output."""
+        if not output_hidden_states:
+            return self.vision.last_hidden_state(pixel_values, interpolate_pos_encoding)  # (B, N, D)
+        hidden_states = tuple(self.vision.hidden_states(pixel_values, interpolate_pos_encoding))  # L + 1 x (B, N, D)
+        return self.vision.norm(hidden_states[-1]), hidden_states  # (B, N, D), L + 1 x (B, N, D)
+
+    def get_image_features(self, pixel_values, interpolate_pos_encoding=False):
+        return self.vision(pixel_values, interpolate_pos_encoding)  # (B, D), transformers' pooler_output
+
+    @classmethod
+    def from_pretrained(cls, path_or_repo_id, device="cpu", dtype=torch.float32, attn_implementation="sdpa"):
+        """Its own folder, or the vision tower of a two-tower folder (only that tower's tensors are read)."""
+        return load_pretrained(cls, path_or_repo_id, device, dtype, attn_implementation)
+
+    def save_pretrained(self, folder):
+        write_checkpoint(self, folder, "SiglipVisionModel")
+
+
+class SiglipTextModel(nn.Module):
+    """The text tower alone (transformers SiglipTextModel).
+
+    Calling it gives the tokens (last_hidden_state); get_text_features gives the head's output at the last position.
+    """
+
+    def __init__(self, config=None, attn_implementation="sdpa"):
+        super().__init__()
+        check_attn_implementation(attn_implementation)
+        self.config = config or SiglipTextConfig()
+        self.text = TextTower(self.config, attn_implementation)
+        for module in self.modules():
+            init_from_scratch(module)
+
+    def forward(self, input_ids, attention_mask=None):
+        return self.text.last_hidden_state(input_ids, attention_mask)  # (B, L, D)
+
+    def get_text_features(self, input_ids, attention_mask=None):
+        return self.text(input_ids, attention_mask)  # (B, P), transformers' pooler_output
+
+    @classmethod
+    def from_pretrained(cls, path_or_repo_id, device="cpu", dtype=torch.float32, attn_implementation="sdpa"):
+        """Its own folder, or the text tower of a two-tower folder (only that tower's tensors are read)."""
+        return load_pretrained(cls, path_or_repo_id, device, dtype, attn_implementation)
+
+    def save_pretrained(self, folder):
+        write_checkpoint(self, folder, "SiglipTextModel")
+
+
 def check_attn_implementation(attn_implementation):
     if attn_implementation not in ATTN_IMPLEMENTATIONS:
         raise InputError(f"attn_implementation={attn_implementation!r}, expected one of {ATTN_IMPLEMENTATIONS}")
@@ -631,24 +726,74 @@ def tower_names(ours, theirs, names, num_layers):
 
 
 def hf_name_map(model):
-    """{our parameter name: transformers name} for every parameter `model` has (SiglipModel or SiglipClassifier)."""
-    cfg = model.config
-    mapping = {**TOP_NAMES,
-               **tower_names("vision", "vision_model", VISION_NAMES, cfg.vision_config.num_hidden_layers),
-               **tower_names("text", "text_model", TEXT_NAMES, cfg.text_config.num_hidden_layers)}
+    """{our parameter name: transformers name} for every parameter `model` has, any of the four models."""
+    mapping = dict(TOP_NAMES)
+    for ours, theirs, names in (("vision", "vision_model", VISION_NAMES), ("text", "text_model", TEXT_NAMES)):
+        if hasattr(model, ours):
+            mapping.update(tower_names(ours, theirs, names, len(getattr(model, ours).blocks)))
     ours = [name for name, _ in model.named_parameters()]
     unmapped = [name for name in ours if name not in mapping]
     assert not unmapped, f"name map is missing {unmapped}"  # a bug here, never the user's checkpoint
     return {name: mapping[name] for name in ours}
 
 
-def load_pretrained(model_class, path_or_repo_id, device, dtype, attn_implementation):
-    """A `model_class` built on the meta device (no memory, no init), then filled from the checkpoint's files."""
-    device = check_device(device)
+def single_tower_prefix(model):
+    """"vision_model." or "text_model." for a single tower, the prefix transformers 5.x leaves out when it saves
+    one alone (two-tower files, and single towers saved by transformers 4.x, have it); None for the others."""
+    return {SiglipVisionModel: "vision_model.", SiglipTextModel: "text_model."}.get(type(model))
+
+
+def read_config(folder):
+    """(the config, config.json's "architectures") of a transformers folder, the config by its model_type:
+    SiglipConfig ("siglip"), SiglipVisionConfig ("siglip_vision_model") or SiglipTextConfig ("siglip_text_model")."""
+    path = Path(folder) / "config.json"
+    values = read_json(path)
+    try:
+        model_type = values.get("model_type", "siglip")
+        if model_type == "siglip_vision_model":
+            return known_fields(SiglipVisionConfig, values), values.get("architectures") or []
+        if model_type == "siglip_text_model":
+            return known_fields(SiglipTextConfig, values), values.get("architectures") or []
+        if model_type != "siglip":
+            raise InputError(f"model_type {model_type!r}: {OTHER_KINDS.get(model_type, 'not SigLIP')}; siglip-min "
+                             f"reads model_type siglip, siglip_vision_model and siglip_text_model")
+        return SiglipConfig.from_hf(values), values.get("architectures") or []
+    except InputError as e:
+        raise InputError(f"{path}: {e}") from None
+
+
+OTHER_KINDS = {  # what a refused config.json holds, said in one line
+    "siglip2": "SigLIP 2 NaFlex (native aspect ratio) is not supported yet; SigLIP 2's fixed-resolution "
+               "checkpoints (model_type siglip) are",
+    "clip": "a CLIP checkpoint (class-token pooling, softmax loss), not SigLIP",
+}
+
+
+def config_for(model_class, config):
+    """The config `model_class` is built from: its own kind, or its tower's part of a two-tower config."""
+    if isinstance(config, SiglipConfig) and model_class is SiglipVisionModel:
+        return config.vision_config
+    if isinstance(config, SiglipConfig) and model_class is SiglipTextModel:
+        return config.text_config
+    wanted = {SiglipVisionModel: SiglipVisionConfig, SiglipTextModel: SiglipTextConfig}.get(model_class, SiglipConfig)
+    if not isinstance(config, wanted):
+        raise InputError(f"the checkpoint holds a {type(config).__name__.removesuffix('Config')} model, "
+                         f"{model_class.__name__} cannot be built from it; siglip_min.from_pretrained builds the "
+                         f"model a checkpoint holds")
+    return config
+
+
+def check_dtype(dtype):
     if dtype not in DTYPES.values():
         raise InputError(f"dtype {dtype}: expected one of torch.{', torch.'.join(DTYPES)}")
+
+
+def load_pretrained(model_class, path_or_repo_id, device, dtype, attn_implementation, config=None):
+    """A `model_class` built on the meta device (no memory, no init), then filled from a transformers folder."""
+    device = check_device(device)
+    check_dtype(dtype)
     folder = resolve_model_dir(path_or_repo_id)
-    config = SiglipConfig.from_pretrained(folder)
+    config = config_for(model_class, config or read_config(folder)[0])
     with torch.device("meta"):
         model = model_class(config, attn_implementation)
     return load_weights(model, folder, device, dtype)
@@ -670,6 +815,13 @@ def check_device(device):
     return parsed
 
 
+def pickles_found(folder):
+    """"; found pytorch_model.bin, ..." naming the pickled weights a folder holds instead, or ""."""
+    names = sorted(p.name for p in Path(folder).iterdir() if p.suffix in (".bin", ".pt", ".pth", ".ckpt", ".pkl"))
+    return f"; found {', '.join(names)}: pickles, which siglip-min does not load (unpickling can run code)" \
+        if names else ""
+
+
 def weight_shards(folder):
     """{safetensors file: the names it holds, None for all}: model.safetensors alone, or the shards its index names."""
     folder = Path(folder)
@@ -678,7 +830,7 @@ def weight_shards(folder):
         return {single: None}
     if not index.is_file():
         raise FileNotFoundError(f"{folder}: no model.safetensors or model.safetensors.index.json "
-                                f"(only safetensors checkpoints are read)")
+                                f"(only safetensors checkpoints are read){pickles_found(folder)}")
     weight_map = read_json(index).get("weight_map")
     if not isinstance(weight_map, dict) or not all(isinstance(f, str) for f in weight_map.values()):
         raise InputError(f"{index}: not a safetensors index (\"weight_map\" must map tensor names to file names)")
@@ -689,7 +841,8 @@ def weight_shards(folder):
 
 
 def read_tensors(shards, wanted, device, dtype):
-    """{transformers name: tensor on device in dtype} for the names in `wanted`, plus every name the files hold.
+    """{transformers name: tensor on device in dtype} for the names in `wanted` (all when None), plus every name
+    the files hold.
 
     Each tensor is read from the shard the index names; a shard that lacks a tensor the index gives it, or holds one
     it does not, is an index that disagrees with the files, and is refused.
@@ -708,7 +861,7 @@ def read_tensors(shards, wanted, device, dtype):
                                      f"{'here' if first in names else 'in another shard'})")
                 for name in sorted(held):
                     present.add(name)
-                    if name in wanted:  # one tensor at a time: never two full copies of the model
+                    if wanted is None or name in wanted:  # one tensor at a time: never two full copies of the model
                         tensor = f.get_tensor(name)  # integer tensors stay as they are, for value_problems to name
                         tensors[name] = tensor.to(dtype) if tensor.is_floating_point() else tensor
         except SafetensorError as e:
@@ -726,34 +879,440 @@ def value_problems(name, tensor):
 
 
 def load_weights(model, folder, device, dtype):
-    """Fill `model` (built on the meta device) from `folder`; one error lists every missing, extra, misshaped,
-    non-floating or non-finite tensor."""
+    """Fill `model` (built on the meta device) from `folder`'s safetensors files.
+
+    A single tower reads only its own tensors, from its own folder (names with or without its prefix) or from a
+    two-tower one (the other tower's tensors are left unread).
+    """
     expected = {theirs: ours for ours, theirs in hf_name_map(model).items()}
-    tensors, present = read_tensors(weight_shards(folder), expected, device, dtype)
-    shapes = {name: tuple(p.shape) for name, p in model.named_parameters()}
+    prefix = single_tower_prefix(model)
+    bare = {theirs.removeprefix(prefix): ours for theirs, ours in expected.items()} if prefix else {}
+    tensors, present = read_tensors(weight_shards(folder), expected.keys() | bare.keys(), device, dtype)
+    owned = present
+    if prefix and any(name.startswith(prefix) for name in present):
+        owned = {name for name in present if name.startswith(prefix)}  # the rest is the other tower's
+    elif prefix:
+        expected = bare
     # transformers drops the non-persistent position_ids buffers; older conversions may still hold them.
-    unexpected = sorted(n for n in present - set(expected) if not n.endswith("embeddings.position_ids"))
     problems = [f"missing: {n}" for n in sorted(set(expected) - present)]
-    problems += [f"unexpected: {n}" for n in unexpected]
-    problems += [f"shape: {n} is {tuple(t.shape)} in the file, the config wants {shapes[expected[n]]}"
-                 for n, t in tensors.items() if tuple(t.shape) != shapes[expected[n]]]
-    problems += [problem for n, t in tensors.items() for problem in value_problems(n, t)]
+    problems += [f"unexpected: {n}" for n in sorted(owned - set(expected)) if not n.endswith("embeddings.position_ids")]
+    tensors = {expected[n]: t for n, t in tensors.items() if n in expected}
+    return assign_weights(model, tensors, {ours: theirs for theirs, ours in expected.items()}, problems, folder)
+
+
+def assign_weights(model, tensors, sources, problems, where):
+    """Fill `model` (on the meta device) with `tensors` {our name: tensor}, or one InputError listing every problem:
+    the `problems` found by the reader (missing, unexpected) and each misshaped, non-floating or non-finite tensor,
+    named as its file names it (`sources`: {our name: file name})."""
+    shapes = {name: tuple(p.shape) for name, p in model.named_parameters()}
+    problems = problems + [f"shape: {sources[n]} is {tuple(t.shape)}, the config wants {shapes[n]}"
+                           for n, t in tensors.items() if tuple(t.shape) != shapes[n]]
+    problems += [problem for n, t in tensors.items() for problem in value_problems(sources[n], t)]
     if problems:
-        raise InputError(f"{folder}: checkpoint does not fit the config ({len(problems)} problems):\n  "
+        raise InputError(f"{where}: checkpoint does not fit the config ({len(problems)} problems):\n  "
                          + "\n  ".join(problems))
-    model.load_state_dict({expected[n]: t for n, t in tensors.items()}, strict=True, assign=True)
+    model.load_state_dict(tensors, strict=True, assign=True)
     return model.eval()
+
+
+def config_to_hf(config, architecture, dtype):
+    """config.json for `architecture`: a two-tower config's to_hf, or a single tower's fields at the top level."""
+    if isinstance(config, SiglipConfig):
+        return config.to_hf(architecture, dtype)
+    model_type = "siglip_vision_model" if isinstance(config, SiglipVisionConfig) else "siglip_text_model"
+    return {"architectures": [architecture], "model_type": model_type, **asdict(config),
+            "dtype": str(dtype).removeprefix("torch.")}
 
 
 def write_checkpoint(model, folder, architecture):
     """config.json and model.safetensors of `model` in transformers' layout and names, in the model's dtype."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    config = model.config.to_hf(architecture, next(model.parameters()).dtype)
+    config = config_to_hf(model.config, architecture, next(model.parameters()).dtype)
     (folder / "config.json").write_text(json.dumps(config, indent=2) + "\n")
-    tensors = {theirs: model.get_parameter(ours).detach().contiguous().cpu()
+    prefix = single_tower_prefix(model) or ""  # a single tower is saved without it, as transformers 5.x does
+    tensors = {theirs.removeprefix(prefix): model.get_parameter(ours).detach().contiguous().cpu()
                for ours, theirs in hf_name_map(model).items()}
     save_file(tensors, folder / "model.safetensors", metadata={"format": "pt"})
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# big_vision .npz ([2]): Google's released SigLIP checkpoints, as big_vision's save_checkpoint wrote them: flat
+# "/"-joined names, "params/" first or not, one "encoderblock_{i}" per layer or (scan=True) one "encoderblock" whose
+# arrays stack the layers on axis 0. Kernels are (in, out); attention kernels keep the heads apart.
+
+def same(x):  # the layouts below turn a file's tensors into ours; this one keeps it as it is
+    return x
+
+
+def bv_dense(kernel):  # (in, out) -> (out, in)
+    return kernel.T
+
+
+def bv_heads_in(kernel):  # query/key/value (D, H, Dh) -> (H * Dh, D)
+    return kernel.reshape(kernel.shape[0], -1).T
+
+
+def bv_heads_out(kernel):  # out (H, Dh, D) -> (D, H * Dh)
+    return kernel.reshape(-1, kernel.shape[-1]).T
+
+
+def bv_flat(bias):  # (H, Dh) -> (H * Dh,)
+    return bias.reshape(-1)
+
+
+def bv_conv(kernel):  # (p, p, C, D), HWIO -> (D, C, p, p)
+    return kernel.permute(3, 2, 0, 1)
+
+
+def unbatched(x):  # (1, N, D) -> (N, D)
+    return x[0]
+
+
+def bv_packed(q, k, v):  # three (D, H, Dh) kernels or (H, Dh) biases -> one (3D, D) or (3D,), q|k|v
+    return torch.cat([bv_heads_in(x) if x.dim() == 3 else bv_flat(x) for x in (q, k, v)])
+
+
+BV_ATTENTION = "MultiHeadDotProductAttention_0"
+BV_BLOCK = {  # our parameter in blocks.{i} -> (big_vision names in encoderblock_{i}, layout)
+    "ln1.weight": ("LayerNorm_0/scale", same), "ln1.bias": ("LayerNorm_0/bias", same),
+    **{f"attn.{ours}.{p}": (f"{BV_ATTENTION}/{theirs}/{p.replace('weight', 'kernel')}", layout)
+       for ours, theirs in (("q", "query"), ("k", "key"), ("v", "value"))
+       for p, layout in (("weight", bv_heads_in), ("bias", bv_flat))},
+    "attn.o.weight": (f"{BV_ATTENTION}/out/kernel", bv_heads_out), "attn.o.bias": (f"{BV_ATTENTION}/out/bias", same),
+    "ln2.weight": ("LayerNorm_1/scale", same), "ln2.bias": ("LayerNorm_1/bias", same),
+    "mlp.fc1.weight": ("MlpBlock_0/Dense_0/kernel", bv_dense), "mlp.fc1.bias": ("MlpBlock_0/Dense_0/bias", same),
+    "mlp.fc2.weight": ("MlpBlock_0/Dense_1/kernel", bv_dense), "mlp.fc2.bias": ("MlpBlock_0/Dense_1/bias", same),
+}
+BV_MAP_HEAD = "img/MAPHead_0"
+BV_VISION = {  # our parameter under vision. -> (big_vision names, layout)
+    "embed.patch.weight": ("img/embedding/kernel", bv_conv), "embed.patch.bias": ("img/embedding/bias", same),
+    "embed.pos": ("img/pos_embedding", unbatched),
+    "norm.weight": ("img/Transformer/encoder_norm/scale", same),
+    "norm.bias": ("img/Transformer/encoder_norm/bias", same),
+    "head.probe": (f"{BV_MAP_HEAD}/probe", same),
+    "head.in_proj.weight": (tuple(f"{BV_MAP_HEAD}/{BV_ATTENTION}/{x}/kernel" for x in ("query", "key", "value")),
+                            bv_packed),
+    "head.in_proj.bias": (tuple(f"{BV_MAP_HEAD}/{BV_ATTENTION}/{x}/bias" for x in ("query", "key", "value")),
+                          bv_packed),
+    "head.out_proj.weight": (f"{BV_MAP_HEAD}/{BV_ATTENTION}/out/kernel", bv_heads_out),
+    "head.out_proj.bias": (f"{BV_MAP_HEAD}/{BV_ATTENTION}/out/bias", same),
+    "head.norm.weight": (f"{BV_MAP_HEAD}/LayerNorm_0/scale", same),
+    "head.norm.bias": (f"{BV_MAP_HEAD}/LayerNorm_0/bias", same),
+    "head.mlp.fc1.weight": (f"{BV_MAP_HEAD}/MlpBlock_0/Dense_0/kernel", bv_dense),
+    "head.mlp.fc1.bias": (f"{BV_MAP_HEAD}/MlpBlock_0/Dense_0/bias", same),
+    "head.mlp.fc2.weight": (f"{BV_MAP_HEAD}/MlpBlock_0/Dense_1/kernel", bv_dense),
+    "head.mlp.fc2.bias": (f"{BV_MAP_HEAD}/MlpBlock_0/Dense_1/bias", same),
+}
+BV_TEXT = {  # our parameter under text. -> (big_vision names, layout)
+    "embed.token": ("txt/Embed_0/embedding", same), "embed.pos": ("txt/pos_embedding", unbatched),
+    "norm.weight": ("txt/Encoder_0/encoder_norm/scale", same),
+    "norm.bias": ("txt/Encoder_0/encoder_norm/bias", same),
+    "head.weight": ("txt/head/kernel", bv_dense), "head.bias": ("txt/head/bias", same),
+}
+BV_TOWERS = (("vision", "img/Transformer", BV_VISION), ("text", "txt/Encoder_0", BV_TEXT))
+
+
+def big_vision_name_map(model):
+    """{our parameter name: (big_vision names, layout)} for every parameter `model` has."""
+    mapping = {"logit_scale": (("t",), same), "logit_bias": (("b",), same)}
+    for ours, encoder, names in BV_TOWERS:
+        if not hasattr(model, ours):
+            continue
+        mapping.update({f"{ours}.{k}": v for k, v in names.items()})
+        for i in range(len(getattr(model, ours).blocks)):
+            mapping.update({f"{ours}.blocks.{i}.{k}": (f"{encoder}/encoderblock_{i}/{theirs}", layout)
+                            for k, (theirs, layout) in BV_BLOCK.items()})
+    mapping = {ours: ((names,) if isinstance(names, str) else names, layout) for ours, (names, layout) in mapping.items()}
+    return {name: mapping[name] for name, _ in model.named_parameters()}
+
+
+def read_big_vision(path):
+    """{name: float array} of a big_vision .npz: "params/" dropped, scanned layers split into encoderblock_{i}."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no such file")
+    check_not_lfs_pointer(path)
+    try:
+        with np.load(path, allow_pickle=False) as npz:
+            arrays = {name.removeprefix("params/"): npz[name] for name in npz.files}
+    except (ValueError, OSError, zipfile.BadZipFile) as e:
+        raise InputError(f"{path}: not a big_vision .npz checkpoint numpy can read without pickle ({e})") from None
+    for name in [n for n in arrays if "/encoderblock/" in n]:
+        stacked = arrays.pop(name)  # (num_layers, ...): scan=True stacks the layers
+        for i, layer in enumerate(stacked):
+            arrays[name.replace("/encoderblock/", f"/encoderblock_{i}/")] = layer
+    odd = [f"{n} ({a.dtype})" for n, a in arrays.items() if a.dtype.kind != "f"]
+    if odd:
+        raise InputError(f"{path}: arrays that are not floating point: {', '.join(odd[:3])}")
+    return arrays
+
+
+def big_vision_config(arrays, image_size, where):
+    """The config the arrays' shapes give: SiglipConfig when both towers ("img/", "txt/") are there, else the one
+    tower's. Shapes cannot tell the nominal image size when it is not patch x grid (so400m/14 at 384 = 27 x 14 + 6),
+    so `image_size` may give it; by default the resolution in the file name that gives this grid (big_vision's
+    release names carry it: webli_en_so400m_384_58765454.npz), else patch x grid."""
+    def shape(name):
+        if name not in arrays:
+            raise InputError(f"{where}: no {name} array (is this a SigLIP checkpoint?)")
+        return arrays[name].shape
+
+    vision = text = None
+    if any(n.startswith("img/") for n in arrays):
+        if "img/head/kernel" in arrays:
+            raise InputError(f"{where}: img/head is a projection after the image tower, which SigLIP has not")
+        patch, _, channels, width = shape("img/embedding/kernel")
+        grid = math.isqrt(shape("img/pos_embedding")[1])
+        if grid * grid != shape("img/pos_embedding")[1]:
+            raise InputError(f"{where}: img/pos_embedding {shape('img/pos_embedding')} is not a square grid")
+        block = "img/Transformer/encoderblock_0"
+        vision = SiglipVisionConfig(
+            hidden_size=width, intermediate_size=shape(f"{block}/MlpBlock_0/Dense_0/kernel")[1],
+            num_hidden_layers=count_layers(arrays, "img/Transformer/encoderblock_"), num_attention_heads=shape(f"{block}/{BV_ATTENTION}/query/kernel")[1],
+            num_channels=channels, image_size=image_size or nominal_image_size(where, patch, grid), patch_size=patch,
+            vision_use_head=f"{BV_MAP_HEAD}/probe" in arrays)
+    if any(n.startswith("txt/") for n in arrays):
+        vocab, width = shape("txt/Embed_0/embedding")
+        block = "txt/Encoder_0/encoderblock_0"
+        text = SiglipTextConfig(
+            vocab_size=vocab, hidden_size=width, intermediate_size=shape(f"{block}/MlpBlock_0/Dense_0/kernel")[1],
+            num_hidden_layers=count_layers(arrays, "txt/Encoder_0/encoderblock_"), num_attention_heads=shape(f"{block}/{BV_ATTENTION}/query/kernel")[1],
+            max_position_embeddings=shape("txt/pos_embedding")[1], projection_size=shape("txt/head/kernel")[1])
+    if vision and text:
+        return SiglipConfig(text_config=text, vision_config=vision)
+    if not (vision or text):
+        raise InputError(f"{where}: neither an image tower (img/...) nor a text tower (txt/...)")
+    return vision or text
+
+
+def nominal_image_size(path, patch, grid):
+    """A resolution in the file name that gives grid x grid patches, else patch x grid."""
+    for number in re.findall(r"\d+", Path(path).stem):
+        if int(number) // patch == grid:
+            return int(number)
+    return patch * grid
+
+
+def load_big_vision(path, device, dtype, attn_implementation, image_size=None):
+    """The model a big_vision .npz holds: two towers, or the one it has. Config from the shapes."""
+    arrays = read_big_vision(path)
+    config = big_vision_config(arrays, image_size, path)
+    model_class = {SiglipVisionConfig: SiglipVisionModel, SiglipTextConfig: SiglipTextModel}.get(type(config),
+                                                                                                  SiglipModel)
+    with torch.device("meta"):
+        model = model_class(config, attn_implementation)
+    mapping = big_vision_name_map(model)
+    return assign_converted(model, mapping, arrays, device, dtype, path)
+
+
+def assign_converted(model, mapping, arrays, device, dtype, where):
+    """Fill `model` through a name map {our name: (their names, layout)} from `arrays` {their name: array or tensor},
+    converting each to our layout, device and dtype; every missing, unused or misshaped one named in one error."""
+    used = {name for names, _ in mapping.values() for name in names}
+    problems = [f"missing: {name}" for name in sorted(used - arrays.keys())]
+    problems += [f"unexpected: {name}" for name in sorted(arrays.keys() - used)]
+    shapes = {name: tuple(p.shape) for name, p in model.named_parameters()}
+    tensors, sources = {}, {}
+    for ours, (names, layout) in mapping.items():
+        if any(name not in arrays for name in names):
+            continue
+        sources[ours] = " + ".join(names)
+        parts = [torch.as_tensor(arrays[name]) for name in names]
+        try:
+            tensor = layout(*parts)
+        except (RuntimeError, IndexError):
+            tensor = None
+        if tensor is None or tuple(tensor.shape) != shapes[ours]:
+            problems.append(f"shape: {sources[ours]} {[tuple(p.shape) for p in parts]} does not give {ours} "
+                            f"{shapes[ours]}")
+            continue
+        tensors[ours] = tensor.to(device=device, dtype=dtype).contiguous()
+    return assign_weights(model, tensors, sources, problems, where)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# open_clip / timm (hf-hub:timm/ViT-B-16-SigLIP and kin): open_clip_config.json + open_clip_model.safetensors. The
+# image tower is a timm VisionTransformer ("visual.trunk.") with q|k|v fused in one `qkv` and a MAP head
+# (`attn_pool`) whose query and key|value projections are separate; the text tower keeps torch's packed `in_proj`.
+
+def fused_q(qkv):  # q|k|v rows (3D, ...) -> q (D, ...)
+    return qkv.chunk(3)[0]
+
+
+def fused_k(qkv):  # (3D, ...) -> k (D, ...)
+    return qkv.chunk(3)[1]
+
+
+def fused_v(qkv):  # (3D, ...) -> v (D, ...)
+    return qkv.chunk(3)[2]
+
+
+FUSED = (("q", fused_q), ("k", fused_k), ("v", fused_v))
+
+
+def joined(*parts):  # the MAP head's q (D, ...) and kv (2D, ...) -> in_proj (3D, ...)
+    return torch.cat(parts)
+
+
+def one_element(x):  # open_clip's 0-d logit_scale / logit_bias -> (1,)
+    return x.reshape(1)
+
+
+OC_TIMM_BLOCK = {  # our parameter in blocks.{i} -> (timm name in visual.trunk.blocks.{i}, layout)
+    "ln1.weight": ("norm1.weight", same), "ln1.bias": ("norm1.bias", same),
+    **{f"attn.{x}.{p}": (f"attn.qkv.{p}", layout) for x, layout in FUSED for p in ("weight", "bias")},
+    "attn.o.weight": ("attn.proj.weight", same), "attn.o.bias": ("attn.proj.bias", same),
+    "ln2.weight": ("norm2.weight", same), "ln2.bias": ("norm2.bias", same),
+    **{f"mlp.{x}.{p}": (f"mlp.{x}.{p}", same) for x in ("fc1", "fc2") for p in ("weight", "bias")},
+}
+OC_TEXT_BLOCK = {  # our parameter in blocks.{i} -> (open_clip name in text.transformer.resblocks.{i}, layout)
+    "ln1.weight": ("ln_1.weight", same), "ln1.bias": ("ln_1.bias", same),
+    **{f"attn.{x}.{p}": (f"attn.in_proj_{p}", layout) for x, layout in FUSED for p in ("weight", "bias")},
+    "attn.o.weight": ("attn.out_proj.weight", same), "attn.o.bias": ("attn.out_proj.bias", same),
+    "ln2.weight": ("ln_2.weight", same), "ln2.bias": ("ln_2.bias", same),
+    **{f"mlp.{ours}.{p}": (f"mlp.{theirs}.{p}", same) for ours, theirs in (("fc1", "c_fc"), ("fc2", "c_proj"))
+       for p in ("weight", "bias")},
+}
+OC_VISION = {  # our parameter under vision. -> (open_clip names, layout)
+    "embed.patch.weight": ("visual.trunk.patch_embed.proj.weight", same),
+    "embed.patch.bias": ("visual.trunk.patch_embed.proj.bias", same),
+    "embed.pos": ("visual.trunk.pos_embed", unbatched),
+    "norm.weight": ("visual.trunk.norm.weight", same), "norm.bias": ("visual.trunk.norm.bias", same),
+    "head.probe": ("visual.trunk.attn_pool.latent", same),
+    **{f"head.in_proj.{p}": ((f"visual.trunk.attn_pool.q.{p}", f"visual.trunk.attn_pool.kv.{p}"), joined)
+       for p in ("weight", "bias")},
+    **{f"head.{ours}.{p}": (f"visual.trunk.attn_pool.{theirs}.{p}", same) for p in ("weight", "bias")
+       for ours, theirs in (("out_proj", "proj"), ("norm", "norm"), ("mlp.fc1", "mlp.fc1"), ("mlp.fc2", "mlp.fc2"))},
+}
+OC_TEXT = {  # our parameter under text. -> (open_clip names, layout)
+    "embed.token": ("text.token_embedding.weight", same), "embed.pos": ("text.positional_embedding", same),
+    "norm.weight": ("text.ln_final.weight", same), "norm.bias": ("text.ln_final.bias", same),
+    "head.weight": ("text.text_projection.weight", same), "head.bias": ("text.text_projection.bias", same),
+}
+OC_TOWERS = (("vision", "visual.trunk.blocks", OC_TIMM_BLOCK, OC_VISION),
+             ("text", "text.transformer.resblocks", OC_TEXT_BLOCK, OC_TEXT))
+
+# timm's SigLIP trunks (timm/models/vision_transformer.py, timm 1.0): the heads and GELU their names stand for.
+# open_clip_config.json names the trunk and gives neither. (timm before 1.0 ran every MAP head's MLP with exact GELU.)
+TIMM_TRUNKS = {
+    **{f"vit_base_patch16_siglip_{r}": (12, "gelu") for r in (224, 256, 384, 512)},
+    "vit_base_patch32_siglip_256": (12, "gelu_pytorch_tanh"),
+    **{f"vit_large_patch16_siglip_{r}": (16, "gelu") for r in (256, 384)},
+    "vit_large_patch16_siglip_512": (16, "gelu_pytorch_tanh"),
+    **{f"vit_so400m_patch14_siglip_{r}": (16, "gelu") for r in (224, 378, 384)},
+    **{f"vit_so400m_patch16_siglip_{r}": (16, "gelu_pytorch_tanh") for r in (256, 384, 512)},
+    **{f"vit_giantopt_patch16_siglip_{r}": (16, "gelu_pytorch_tanh") for r in (256, 384)},
+}
+TIMM_GELUS = {None: "gelu", "gelu": "gelu", "gelu_tanh": "gelu_pytorch_tanh"}  # timm's act_layer -> hidden_act
+
+
+def open_clip_name_map(model):
+    """{our parameter name: (open_clip names, layout)} for every parameter `model` has."""
+    mapping = {"logit_scale": ("logit_scale", one_element), "logit_bias": ("logit_bias", one_element)}
+    for ours, blocks, block_names, names in OC_TOWERS:
+        if hasattr(model, ours):
+            mapping.update({f"{ours}.{k}": v for k, v in names.items()})
+            for i in range(len(getattr(model, ours).blocks)):
+                mapping.update({f"{ours}.blocks.{i}.{k}": (f"{blocks}.{i}.{theirs}", layout)
+                                for k, (theirs, layout) in block_names.items()})
+    mapping = {ours: ((names,) if isinstance(names, str) else names, layout) for ours, (names, layout) in mapping.items()}
+    return {name: mapping[name] for name, _ in model.named_parameters()}
+
+
+def open_clip_config(model_cfg, shapes, where):
+    """SiglipConfig from open_clip_config.json's model_cfg and the tensors' shapes, refusing what is not SigLIP."""
+    vision_cfg, text_cfg = json_object(model_cfg, "vision_cfg"), json_object(model_cfg, "text_cfg")
+    trunk = vision_cfg.get("timm_model_name")
+    wanted = {"vision_cfg.timm_pool": (vision_cfg.get("timm_pool"), "map"),
+              "vision_cfg.timm_proj": (vision_cfg.get("timm_proj"), "none"),
+              "text_cfg.pool_type": (text_cfg.get("pool_type"), "last"),
+              "text_cfg.no_causal_mask": (text_cfg.get("no_causal_mask"), True),
+              "text_cfg.proj_bias": (text_cfg.get("proj_bias"), True)}
+    if trunk is None or any(value != want for value, want in wanted.values()):
+        found = ", ".join(f"{k}={v!r}" for k, (v, want) in wanted.items() if v != want) or "no timm_model_name"
+        raise InputError(f"{where}: not an open_clip SigLIP (a timm trunk with timm_pool 'map', timm_proj 'none'; "
+                         f"text pool_type 'last', no_causal_mask, proj_bias): {found}")
+    kwargs = json_object(vision_cfg, "timm_model_kwargs")  # what timm is given beyond the name, when it is
+    heads, act = TIMM_TRUNKS.get(trunk, (kwargs.get("num_heads"), TIMM_GELUS.get(kwargs.get("act_layer"))))
+    if heads is None or act is None:
+        raise InputError(f"{where}: timm trunk {trunk!r} is not one of timm's SigLIP entries, so its heads and GELU "
+                         f"are unknown; give them in vision_cfg.timm_model_kwargs (num_heads, act_layer 'gelu' or "
+                         f"'gelu_tanh')")
+    width, channels, patch, _ = shapes["visual.trunk.patch_embed.proj.weight"]
+    grid = math.isqrt(shapes["visual.trunk.pos_embed"][1])
+    image_size = vision_cfg.get("image_size", patch * grid)
+    image_size = image_size[0] if isinstance(image_size, list) else image_size
+    vision = SiglipVisionConfig(
+        hidden_size=width, intermediate_size=shapes["visual.trunk.blocks.0.mlp.fc1.weight"][0],
+        num_hidden_layers=count_layers(shapes, "visual.trunk.blocks."), num_attention_heads=heads,
+        num_channels=channels, image_size=image_size, patch_size=patch, hidden_act=act)
+    vocab, text_width = shapes["text.token_embedding.weight"]
+    text_act = "gelu_pytorch_tanh" if json_object(text_cfg, "act_kwargs").get("approximate") == "tanh" else "gelu"
+    text = SiglipTextConfig(
+        vocab_size=vocab, hidden_size=text_width, intermediate_size=shapes["text.transformer.resblocks.0.mlp.c_fc.weight"][0],
+        num_hidden_layers=count_layers(shapes, "text.transformer.resblocks."), num_attention_heads=text_cfg.get("heads"),
+        max_position_embeddings=shapes["text.positional_embedding"][0],
+        projection_size=shapes["text.text_projection.weight"][0], hidden_act=text_act,
+        # open_clip's LayerNorm default is torch's 1e-5; its SigLIP configs set 1e-6
+        layer_norm_eps=json_object(text_cfg, "norm_kwargs").get("eps", 1e-5))
+    return SiglipConfig(text_config=text, vision_config=vision)
+
+
+def count_layers(names, prefix):
+    """How many layers the names hold: the distinct numbers right after `prefix` ("visual.trunk.blocks.")."""
+    return len({re.match(r"\d*", name[len(prefix):]).group() for name in names if name.startswith(prefix)})
+
+
+def load_open_clip(folder, device, dtype, attn_implementation):
+    """The two-tower model of an open_clip folder, each tower with the GELU it was made with."""
+    folder = Path(folder)
+    weights = folder / "open_clip_model.safetensors"
+    if not weights.is_file():
+        raise FileNotFoundError(f"{folder}: no open_clip_model.safetensors (only safetensors checkpoints are "
+                                f"read){pickles_found(folder)}")
+    config_path = folder / "open_clip_config.json"
+    model_cfg = json_object(read_json(config_path), "model_cfg")
+    tensors, present = read_tensors({weights: None}, None, device, dtype)
+    try:
+        config = open_clip_config(model_cfg, {name: tuple(t.shape) for name, t in tensors.items()}, config_path)
+    except KeyError as e:
+        raise InputError(f"{weights}: no {e.args[0]} tensor (is this an open_clip SigLIP?)") from None
+    except (ValueError, TypeError) as e:
+        raise InputError(f"{config_path}: {e}") from None
+    with torch.device("meta"):
+        model = SiglipModel(config, attn_implementation)
+    return assign_converted(model, open_clip_name_map(model), tensors, device, dtype, weights)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# One entry point for every kind.
+
+def from_pretrained(path_or_repo_id, device="cpu", dtype=torch.float32, attn_implementation="sdpa", image_size=None):
+    """The model a checkpoint holds: SiglipModel, SiglipVisionModel, SiglipTextModel or SiglipClassifier.
+
+    path_or_repo_id: a transformers folder (model_type siglip, siglip_vision_model or siglip_text_model), a Hub id
+    in the local cache ("hf-hub:" prefix allowed), a big_vision .npz file, or an open_clip folder
+    (open_clip_config.json + open_clip_model.safetensors). image_size: for a .npz only (see big_vision_config).
+    """
+    device = check_device(device)
+    check_dtype(dtype)
+    if str(path_or_repo_id).endswith(".npz"):
+        return load_big_vision(path_or_repo_id, device, dtype, attn_implementation, image_size)
+    if image_size is not None:
+        raise InputError("image_size is for big_vision .npz files; a folder's config gives its own")
+    folder = resolve_model_dir(str(path_or_repo_id).removeprefix("hf-hub:"))
+    if (folder / "open_clip_config.json").is_file():
+        return load_open_clip(folder, device, dtype, attn_implementation)
+    if not (folder / "config.json").is_file():
+        raise InputError(f"{folder}: not a checkpoint siglip-min reads; it holds "
+                         f"{', '.join(sorted(p.name for p in folder.iterdir())[:8]) or 'nothing'} (wanted: config.json "
+                         f"+ model.safetensors, open_clip_config.json + open_clip_model.safetensors, or a .npz file)")
+    config, architectures = read_config(folder)
+    model_class = {SiglipVisionConfig: SiglipVisionModel, SiglipTextConfig: SiglipTextModel}.get(type(config))
+    if model_class is None:
+        model_class = SiglipClassifier if "SiglipForImageClassification" in architectures else SiglipModel
+    return load_pretrained(model_class, folder, device, dtype, attn_implementation, config)
 
 
 # ----------------------------------------------------------------------------------------------------------------

@@ -99,7 +99,7 @@ def test_unknown_folder_says_where_it_looked(tmp_path, monkeypatch):
 
 def test_not_a_siglip_config(broken):
     (broken / "config.json").write_text(json.dumps({"model_type": "clip"}))
-    with pytest.raises(ValueError, match=r"model_type 'clip' is not SigLIP"):
+    with pytest.raises(ValueError, match=r"model_type 'clip': a CLIP checkpoint"):
         sm.SiglipModel.from_pretrained(broken)
 
 
@@ -146,8 +146,10 @@ def test_config_rejects_what_siglip_is_not():
         sm.SiglipConfig.from_hf({"vision_config": {"image_size": 8}})
     with pytest.raises(ValueError, match=r"text_config\.projection_size=64 must equal vision_config\.hidden_size=768"):
         sm.SiglipConfig.from_hf({"text_config": {"projection_size": 64}})
-    with pytest.raises(ValueError, match=r"vision_config\.hidden_act='gelu'"):
-        sm.SiglipConfig.from_hf({"vision_config": {"hidden_act": "gelu"}})
+    with pytest.raises(ValueError, match=r"vision_config\.hidden_act='relu'"):
+        sm.SiglipConfig.from_hf({"vision_config": {"hidden_act": "relu"}})
+    with pytest.raises(ValueError, match=r"vision_config\.vision_use_head must be true or false, got 1"):
+        sm.SiglipConfig.from_hf({"vision_config": {"vision_use_head": 1}})
 
 
 def test_default_config_is_siglip_base():
