@@ -67,7 +67,7 @@ def feature_functions(impl, model):
 
 def make_inputs(config, batch, device, dtype):
     """parity.seeded_inputs as tensors: pixels (B, 3, H, W) on device in dtype, ids (B, L) on device."""
-    pixels, ids = seeded_inputs(config, batch, seed=batch)
+    pixels, ids = seeded_inputs(config.vision_config, config.text_config, batch, seed=batch)
     return torch.from_numpy(pixels).to(device, dtype), torch.from_numpy(ids).to(device)
 
 

@@ -1,7 +1,8 @@
-"""The command line of siglip-min: zero-shot classification and embeddings with any SigLIP checkpoint.
+"""The command line of siglip-min: zero-shot classification, embeddings and conversion, any SigLIP checkpoint.
 
     python cli.py classify cat.jpg --labels cat dog "a red star"      # the shipped model by default
     python cli.py embed photos/ --out embeds.npy
+    python cli.py convert webli_en_b16_224_63724782.npz siglip-b16 --tokenizer google/siglip-base-patch16-224
     python cli.py --help
 
 `python cli.py classify ...` hands over to this file. Input errors (a missing file, a bad checkpoint, an
@@ -18,7 +19,7 @@ import numpy as np
 import torch
 
 import siglip_min as sm
-from hub import InputError, resolve_model_dir
+from hub import InputError
 from preprocess import SiglipImageProcessor
 from tokenizer import SiglipTokenizer
 
@@ -37,14 +38,20 @@ examples:
   python cli.py classify img.png --labels cat dog --model google/siglip-base-patch16-224
   python cli.py embed photos/ --out embeds.npy          # also writes embeds.txt: each row's path, as JSON
   python cli.py embed --texts captions.txt --out text_embeds.npy
+  python cli.py classify img.png --labels cat dog --model webli_en_b16_224_63724782.npz --tokenizer FOLDER
+  python cli.py convert hf-hub:timm/ViT-B-16-SigLIP siglip-b16-hf   # any kind -> a transformers folder
 """
+MODEL_HELP = ("a transformers folder, a Hub id in the local Hugging Face cache, a big_vision .npz file or an "
+              "open_clip folder (default: the shipped checkpoints/siglip-tiny-shapes)")
 
 
 def build_parser():
     common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--model", default=str(DEFAULT_MODEL),
-                        help="a checkpoint folder, or a Hub id in the local Hugging Face cache "
-                             "(default: the shipped checkpoints/siglip-tiny-shapes)")
+    common.add_argument("--model", default=str(DEFAULT_MODEL), help=MODEL_HELP)
+    common.add_argument("--tokenizer", help="a folder with the tokenizer files, when the model's has none "
+                                            "(a big_vision .npz holds none)")
+    common.add_argument("--image-size", type=int, help="a big_vision .npz's image size, when its shapes cannot tell "
+                                                       "(so400m/14 at 384: its 27 x 27 patches cover 378 px)")
     common.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default cpu)")
     common.add_argument("--dtype", default="float32", choices=sm.DTYPES)
     common.add_argument("--attn", default="sdpa", choices=sm.ATTN_IMPLEMENTATIONS, help="attention implementation")
@@ -73,21 +80,61 @@ def build_parser():
     embed.add_argument("--texts", help="embed these captions instead, one a line (row i is line i, blank ones too)")
     embed.add_argument("--out", required=True, help="embeds.npy; embeds.txt beside it gets each row's path (or text) "
                                                     "as one JSON string a line")
+    convert = commands.add_parser("convert", help="write any checkpoint as a transformers folder (config.json, "
+                                                  "model.safetensors, tokenizer and preprocessor files)")
+    convert.add_argument("source", help=MODEL_HELP.split(" (default")[0])
+    convert.add_argument("out", help="the folder to write; must be new or empty unless --overwrite")
+    convert.add_argument("--tokenizer", help="a folder with the tokenizer files to copy, when the source has none")
+    convert.add_argument("--image-size", type=int, help="a big_vision .npz's image size, when its shapes cannot tell")
+    convert.add_argument("--dtype", default="float32", choices=sm.DTYPES, help="the dtype to save in")
+    convert.add_argument("--overwrite", action="store_true", help="write into a folder that holds files")
     return parser
 
 
-def load_model(args):
-    """Model, tokenizer and image processor for --model/--device/--dtype/--attn; the folder is looked up once."""
+def load_model(args, needs):
+    """Model, tokenizer and image processor for --model/--device/--dtype/--attn; the folder is looked up once.
+
+    needs: "images", "texts" or both; a checkpoint without that tower is refused, naming what it holds.
+    """
     if args.batch_size < 1:
         raise InputError(f"--batch-size must be at least 1, got {args.batch_size}")
     try:
         sm.check_device(args.device)
     except InputError as e:
         raise InputError(f"--device: {e}") from None
-    folder = resolve_model_dir(args.model)
-    model = sm.SiglipModel.from_pretrained(folder, device=args.device, dtype=sm.DTYPES[args.dtype],
-                                           attn_implementation=args.attn)
-    return model, SiglipTokenizer.from_pretrained(folder), SiglipImageProcessor.from_pretrained(folder)
+    location = sm.checkpoint_location(args.model)
+    model = sm.from_pretrained(location, device=args.device, dtype=sm.DTYPES[args.dtype],
+                               attn_implementation=args.attn, image_size=args.image_size)
+    lacking = [what for what in needs if not can_embed(model, what)]
+    if lacking:
+        raise InputError(f"--model {args.model}: a {type(model).__name__}, which cannot embed {' or '.join(lacking)}"
+                         + (" (it has no MAP head)" if "images" in lacking and hasattr(model, "vision") else ""))
+    tokenizer = read_tokenizer(args.tokenizer, location) if "texts" in needs else None
+    return model, tokenizer, image_processor(location, model) if "images" in needs else None
+
+
+def can_embed(model, what):
+    """Whether the model has the tower, with its pooling, that embeds images or texts."""
+    if what == "texts":
+        return hasattr(model, "text")
+    return hasattr(model, "vision") and model.vision.head is not None and not isinstance(model, sm.SiglipClassifier)
+
+
+def read_tokenizer(tokenizer_folder, location):
+    """--tokenizer's folder, else the checkpoint's own; a .npz holds none."""
+    if tokenizer_folder is None and location.suffix == ".npz":
+        raise InputError(f"{location}: a big_vision .npz holds no tokenizer; give --tokenizer FOLDER (one with the "
+                         f"checkpoint's spiece.model)")
+    return SiglipTokenizer.from_pretrained(tokenizer_folder or location)
+
+
+def image_processor(location, model):
+    """The folder's preprocessor_config.json; else SigLIP's preprocessing at the model's image size (as transformers
+    does without the file, and what .npz files and open_clip's SigLIP configs use: bicubic, mean and std 0.5)."""
+    if (location / "preprocessor_config.json").is_file():
+        return SiglipImageProcessor.from_pretrained(location)
+    config = model.config.vision_config if hasattr(model.config, "vision_config") else model.config
+    return SiglipImageProcessor(size=config.image_size)
 
 
 def read_lines(path, option):
@@ -137,7 +184,7 @@ def run_classify(args):
     if template is not None:
         sm.check_template(template)
     check_image_paths(args.images, folders_allowed=False)
-    model, tokenizer, processor = load_model(args)
+    model, tokenizer, processor = load_model(args, ("images", "texts"))
     template = template or model.config.prompt_template or sm.DEFAULT_TEMPLATE
     text_embeds = sm.prompt_embeds(model, tokenizer, labels, template, args.batch_size, args.mask_padding)  # (C, D)
     warn_if_truncated(tokenizer, [template.format(label) for label in labels], "prompts")
@@ -216,7 +263,7 @@ def run_embed(args):
     if not items:
         raise InputError("nothing to embed: no lines in the file, or no images in the folders")
     rows_path, sidecar = output_paths(args.out, [args.texts] if args.texts else items)
-    model, tokenizer, processor = load_model(args)
+    model, tokenizer, processor = load_model(args, ("texts",) if args.texts else ("images",))
     if args.texts:
         warn_if_truncated(tokenizer, items, "texts")
     rows, kept, skipped, started = [], [], [], time.time()
@@ -235,6 +282,32 @@ def run_embed(args):
     report_skipped(skipped, len(items))
     write_both(rows_path, np.concatenate(rows), sidecar, kept)
     print(f"wrote {len(kept)} rows to {rows_path}, and what each row is to {sidecar}", file=sys.stderr)
+
+
+def run_convert(args):
+    """The source checkpoint, any kind, written as a transformers folder with its tokenizer and preprocessor files."""
+    out = Path(args.out)
+    if out.exists() and (not out.is_dir() or any(out.iterdir())) and not args.overwrite:
+        raise InputError(f"{out}: " + ("holds files; give --overwrite to write into it" if out.is_dir()
+                                       else "a file, not a folder"))
+    location = sm.checkpoint_location(args.source)
+    model = sm.from_pretrained(location, dtype=sm.DTYPES[args.dtype], image_size=args.image_size)
+    tokenizer = tokenizer_to_copy(args.tokenizer, location) if hasattr(model, "text") else None
+    processor = image_processor(location, model) if hasattr(model, "vision") else None
+    model.save_pretrained(out)
+    for part in (tokenizer, processor):
+        if part is not None:
+            part.save_pretrained(out)
+    print(f"wrote a {type(model).__name__} to {out}" + (", with its tokenizer" if tokenizer else ""), file=sys.stderr)
+
+
+def tokenizer_to_copy(tokenizer_folder, location):
+    """The tokenizer convert writes beside the weights, or None, said on stderr, when there is none to read."""
+    try:
+        return read_tokenizer(tokenizer_folder, location)
+    except (InputError, FileNotFoundError) as e:
+        print(f"cli.py convert: note: no tokenizer written ({' '.join(str(e).split())})", file=sys.stderr)
+        return None
 
 
 def write_both(rows_path, rows, sidecar, items):
@@ -280,7 +353,7 @@ def main(argv=None):
     went away (`| head`: quietly, as a Unix tool stopped by SIGPIPE); a bug keeps its traceback."""
     args = build_parser().parse_args(argv)
     try:
-        run_classify(args) if args.command == "classify" else run_embed(args)
+        {"classify": run_classify, "embed": run_embed, "convert": run_convert}[args.command](args)
         sys.stdout.flush()  # here, where a closed pipe can still be caught
     except BrokenPipeError:
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error when Python flushes stdout

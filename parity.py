@@ -29,13 +29,14 @@ import argparse
 import json
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import numpy as np
 import torch
 
 import siglip_min as sm
-from hub import InputError, resolve_model_dir
+from hub import InputError
 from preprocess import SiglipImageProcessor
 from tokenizer import SiglipTokenizer
 
@@ -88,8 +89,9 @@ def to_numpy(tensor):
 # Tracing: forward hooks on siglip-min's modules, and the same names from transformers' hidden states.
 
 def hook_points(model):
-    """(module, name, take) for each traced activation of `model`; take(inputs, output) picks the tensor."""
-    vision, text = model.vision, model.text
+    """(module, name, take) for each traced activation of `model`, any kind: the towers it has, and the MAP head when
+    there is one; take(inputs, output) picks the tensor."""
+    vision, text = getattr(model, "vision", None), getattr(model, "text", None)
 
     def output(inputs, out):
         return out
@@ -105,25 +107,45 @@ def hook_points(model):
             (block.ln2, f"{tower}.layers.{i}.attention_residual", first_input),
             (block.mlp, f"{tower}.layers.{i}.mlp", output), (block, f"{tower}.layers.{i}", output))]
 
-    points = [(vision.embed.patch, "vision.patch_embeds", lambda inputs, out: out.flatten(2).transpose(1, 2)),
-              (vision.embed, "vision.embeddings", output)]
-    points += block_points("vision", vision.blocks)
-    points += [(vision.norm, "vision.post_layernorm", output), (vision.head, "vision.pooled", output),
-               (text.embed, "text.embeddings", output)]
-    points += block_points("text", text.blocks)
-    points += [(text.norm, "text.final_layer_norm", output),
-               (text.head, "text.pooled", first_input),  # the head's input: position L-1
-               (text.head, "text.features", output)]
+    points = []
+    if vision is not None:
+        points += [(vision.embed.patch, "vision.patch_embeds", lambda inputs, out: out.flatten(2).transpose(1, 2)),
+                   (vision.embed, "vision.embeddings", output)]
+        points += block_points("vision", vision.blocks)
+        points += [(vision.norm, "vision.post_layernorm", output)]
+        points += [(vision.head, "vision.pooled", output)] if vision.head is not None else []
+    if text is not None:
+        points += [(text.embed, "text.embeddings", output)]
+        points += block_points("text", text.blocks)
+        points += [(text.norm, "text.final_layer_norm", output),
+                   (text.head, "text.pooled", first_input),  # the head's input: position L-1
+                   (text.head, "text.features", output)]
     return points
 
 
-def trace(model, pixel_values=None, input_ids=None, attention_mask=None):
-    """Every activation of one real forward of a siglip_min.SigLIP, as {name: float32 np.ndarray}, in pipeline order.
+def run_once(model, pixel_values=None, input_ids=None, attention_mask=None):
+    """One forward of whatever `model` is, as far as its parts go: the whole two-tower model (outputs returned) when
+    both inputs are given, else each tower given an input, through its pooling where it has one."""
+    if pixel_values is not None and input_ids is not None and isinstance(model, sm.SiglipModel):
+        out = model(input_ids=input_ids, pixel_values=pixel_values, attention_mask=attention_mask)
+        return {name: getattr(out, name) for name in OUTPUT_NAMES}
+    if pixel_values is not None:
+        pools = model.vision.head is not None and not isinstance(model, sm.SiglipClassifier)
+        model.get_image_features(pixel_values) if pools else model(pixel_values)
+    if input_ids is not None:
+        model.get_text_features(input_ids, attention_mask)
+    return {}
 
-    With both inputs the whole model runs (embeds and logits included); with one, only that tower.
+
+def trace(model, pixel_values=None, input_ids=None, attention_mask=None):
+    """Every activation of one real forward of a siglip-min model (any kind), as {name: float32 np.ndarray}, in
+    pipeline order. With both inputs a two-tower model runs whole (embeds and logits included); else each tower given.
     """
     if pixel_values is None and input_ids is None:
         raise ValueError("trace needs pixel_values, input_ids or both")
+    for name, given, tower in (("pixel_values", pixel_values, "vision"), ("input_ids", input_ids, "text")):
+        if given is not None and not hasattr(model, tower):
+            raise InputError(f"{name} given, and a {type(model).__name__} has no {tower} tower")
     activations = {}
 
     def recorder(name, take):
@@ -134,13 +156,8 @@ def trace(model, pixel_values=None, input_ids=None, attention_mask=None):
     handles = [module.register_forward_hook(recorder(name, take)) for module, name, take in hook_points(model)]
     try:
         with torch.no_grad():
-            if pixel_values is not None and input_ids is not None:
-                out = model(input_ids=input_ids, pixel_values=pixel_values, attention_mask=attention_mask)
-                activations.update({name: to_numpy(getattr(out, name)) for name in OUTPUT_NAMES})
-            elif pixel_values is not None:
-                model.get_image_features(pixel_values)
-            else:
-                model.get_text_features(input_ids, attention_mask)
+            outputs = run_once(model, pixel_values, input_ids, attention_mask)
+            activations.update({name: to_numpy(tensor) for name, tensor in outputs.items()})
     finally:
         for handle in handles:
             handle.remove()
@@ -153,42 +170,73 @@ def tower_hidden_states(tower, hidden_states):
             **{f"{tower}.layers.{i}": h for i, h in enumerate(hidden_states[1:])}}
 
 
-def trace_hf(hf_model, pixel_values, input_ids, attention_mask=None):
-    """The same names from transformers.SiglipModel(..., output_hidden_states=True), and forward hooks.
+def hf_towers(hf_model):
+    """{"vision": ..., "text": ...}: the transformers tower modules a SiglipModel, SiglipVisionModel, SiglipTextModel or
+    SiglipForImageClassification holds (each with .embeddings and .encoder)."""
+    if hasattr(hf_model, "vision_model") or hasattr(hf_model, "text_model"):
+        return {tower: getattr(hf_model, f"{tower}_model") for tower in ("vision", "text")
+                if hasattr(hf_model, f"{tower}_model")}
+    return {"vision" if hasattr(hf_model.embeddings, "patch_embedding") else "text": hf_model}
+
+
+def trace_hf(hf_model, pixel_values=None, input_ids=None, attention_mask=None):
+    """The same names from a transformers SigLIP model (any of the four), through output_hidden_states=True and
+    forward hooks.
 
     In transformers 5.24 hidden_states[0] is the input of block 0 (the embeddings) and hidden_states[i + 1] the
     output of block i; SigLIP captures them with tie_last_hidden_states=False, so the last one is block n-1's output
     before the final LayerNorm, and last_hidden_state is after it. The patch conv and the parts inside each block
-    (out_proj's input, layer_norm2's input, the MLP's output) are read with forward hooks.
+    (out_proj's input, layer_norm2's input, the MLP's output) are read with forward hooks. A two-tower model given
+    both inputs runs whole (embeds and logits too); otherwise each tower given an input runs alone.
     """
-    hooked = {}
+    towers, hooked = hf_towers(hf_model), {}
 
     def record(name, take):
         return lambda module, inputs, out: hooked.update({name: take(inputs, out)})
 
-    points = [(hf_model.vision_model.embeddings.patch_embedding, "vision.patch_embeds",
-               lambda inputs, out: out.flatten(2).transpose(1, 2))]
-    for tower, encoder in (("vision", hf_model.vision_model.encoder), ("text", hf_model.text_model.encoder)):
-        for i, layer in enumerate(encoder.layers):
+    points = [(towers["vision"].embeddings.patch_embedding, "vision.patch_embeds",
+               lambda inputs, out: out.flatten(2).transpose(1, 2))] if "vision" in towers else []
+    for tower, module in towers.items():
+        for i, layer in enumerate(module.encoder.layers):
             points += [(layer.self_attn.out_proj, f"{tower}.layers.{i}.attention", lambda inputs, out: inputs[0]),
                        (layer.layer_norm2, f"{tower}.layers.{i}.attention_residual", lambda inputs, out: inputs[0]),
                        (layer.mlp, f"{tower}.layers.{i}.mlp", lambda inputs, out: out)]
     handles = [module.register_forward_hook(record(name, take)) for module, name, take in points]
     try:
         with torch.no_grad():
-            out = hf_model(input_ids=input_ids, pixel_values=pixel_values, attention_mask=attention_mask,
-                           output_hidden_states=True)
+            tensors = hf_outputs(hf_model, towers, pixel_values, input_ids, attention_mask)
     finally:
         for handle in handles:
             handle.remove()
-    vision, text = out.vision_model_output, out.text_model_output
-    tensors = {**hooked, **tower_hidden_states("vision", vision.hidden_states),
-               "vision.post_layernorm": vision.last_hidden_state, "vision.pooled": vision.pooler_output,
-               **tower_hidden_states("text", text.hidden_states),
-               "text.final_layer_norm": text.last_hidden_state, "text.pooled": text.last_hidden_state[:, -1],
-               "text.features": text.pooler_output,
-               **{name: getattr(out, name) for name in OUTPUT_NAMES}}
-    return in_pipeline_order({name: to_numpy(t) for name, t in tensors.items()})
+    return in_pipeline_order({name: to_numpy(t) for name, t in {**hooked, **tensors}.items()})
+
+
+def hf_outputs(hf_model, towers, pixel_values, input_ids, attention_mask):
+    """Hidden states, pooled features and (two towers, both inputs) embeds and logits, under our names."""
+    import transformers
+
+    vision_out = text_out = None
+    tensors = {}
+    if isinstance(hf_model, transformers.SiglipModel) and pixel_values is not None and input_ids is not None:
+        out = hf_model(input_ids=input_ids, pixel_values=pixel_values, attention_mask=attention_mask,
+                       output_hidden_states=True)
+        vision_out, text_out = out.vision_model_output, out.text_model_output
+        tensors = {name: getattr(out, name) for name in OUTPUT_NAMES}
+    else:
+        if pixel_values is not None:
+            vision_out = towers["vision"](pixel_values, output_hidden_states=True)
+        if input_ids is not None:
+            text_out = towers["text"](input_ids, attention_mask=attention_mask, output_hidden_states=True)
+    if vision_out is not None:
+        tensors.update({**tower_hidden_states("vision", vision_out.hidden_states),
+                        "vision.post_layernorm": vision_out.last_hidden_state})
+        if vision_out.pooler_output is not None and not isinstance(hf_model, transformers.SiglipForImageClassification):
+            tensors["vision.pooled"] = vision_out.pooler_output
+    if text_out is not None:
+        tensors.update({**tower_hidden_states("text", text_out.hidden_states),
+                        "text.final_layer_norm": text_out.last_hidden_state,
+                        "text.pooled": text_out.last_hidden_state[:, -1], "text.features": text_out.pooler_output})
+    return tensors
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -490,31 +538,43 @@ def load_pixel_values(path):
     return pixel_values.astype(np.float32)  # (B, C, H, W)
 
 
-def preprocess_images(images, folder):
-    """pixel_values and the settings used: SiglipImageProcessor.from_pretrained's for the folder."""
-    processor = SiglipImageProcessor.from_pretrained(folder)
+def preprocess_images(images, location, vision_config):
+    """pixel_values and the settings used: the folder's preprocessor_config.json, else SigLIP's preprocessing at the
+    model's image size (a .npz or an open_clip folder has no preprocessor_config.json)."""
+    if (location / "preprocessor_config.json").is_file():
+        processor = SiglipImageProcessor.from_pretrained(location)
+    else:
+        processor = SiglipImageProcessor(size=vision_config.image_size)
     return processor(list(images)), {**processor.to_dict(), "images": [str(image) for image in images]}
 
 
-def tokenize(texts, folder, model):
+def folder_tokenizer(location):
+    """The checkpoint folder's tokenizer, or None when it has none (a .npz file, a folder without the files)."""
+    try:
+        return SiglipTokenizer.from_pretrained(location) if location.is_dir() else None
+    except FileNotFoundError:
+        return None
+
+
+def tokenize(texts, location, model):
     """input_ids and the tokenizer settings; InputError pointing at --input-ids when the folder has no tokenizer."""
-    if not (folder / "spiece.model").is_file():
-        raise InputError(f"--text: {model} has no spiece.model (SentencePiece tokenizer); "
+    tokenizer = folder_tokenizer(location)
+    if tokenizer is None:
+        raise InputError(f"--text: {model} has no tokenizer (spiece.model or tokenizer.model); "
                          f"pass token ids with --input-ids 5,9,2,1 instead")
-    tokenizer = SiglipTokenizer.from_pretrained(folder)
-    settings = {"source": str(folder / "spiece.model"), "texts": list(texts),
+    settings = {"source": str(tokenizer.vocab_file), "texts": list(texts),
                 **{key: getattr(tokenizer, key) for key in ("model_max_length", "do_lower_case", "pad_id", "eos_id")}}
     return tokenizer(list(texts)), settings
 
 
-def pad_like_the_tokenizer(ids, mask, folder, config):
+def pad_like_the_tokenizer(ids, mask, location, text_config):
     """--input-ids (and --attention-mask) padded as SiglipTokenizer pads: to its model_max_length with its pad id
     (the folder's tokenizer; without one, the model's text length and SigLIP's pad id 1), and a line saying so."""
-    if (folder / "spiece.model").is_file():
-        tokenizer = SiglipTokenizer.from_pretrained(folder)
+    tokenizer = folder_tokenizer(location)
+    if tokenizer is not None:
         length, pad = tokenizer.model_max_length, tokenizer.pad_id
     else:
-        length, pad = config.text_config.max_position_embeddings, 1
+        length, pad = text_config.max_position_embeddings, 1
     if ids.shape[1] > length:
         raise InputError(f"--input-ids: rows of {ids.shape[1]} ids, the model reads at most {length}")
     if ids.shape[1] == length:
@@ -528,30 +588,47 @@ def pad_like_the_tokenizer(ids, mask, folder, config):
     return padded, mask
 
 
-def seeded_inputs(config, batch=2, seed=0):
-    """NumPy (pixel_values, input_ids) any checkpoint of `config` accepts: uniform [-1, 1] pixels at its image size,
-    random token ids at its full text length. parity.py and bench.py both take their inputs from here."""
+def seeded_inputs(vision_config, text_config, batch=2, seed=0):
+    """NumPy (pixel_values, input_ids) any checkpoint of these tower configs accepts (None for a tower not given):
+    uniform [-1, 1] pixels at its image size, random token ids at its full text length. parity.py and bench.py both
+    take their inputs from here."""
     generator = np.random.default_rng(seed)
-    v, t = config.vision_config, config.text_config
-    pixel_values = generator.uniform(-1, 1, (batch, v.num_channels, v.image_size, v.image_size)).astype(np.float32)
-    input_ids = generator.integers(0, t.vocab_size, (batch, t.max_position_embeddings), dtype=np.int64)
+    v, t = vision_config, text_config
+    pixel_values = None if v is None else \
+        generator.uniform(-1, 1, (batch, v.num_channels, v.image_size, v.image_size)).astype(np.float32)
+    input_ids = None if t is None else \
+        generator.integers(0, t.vocab_size, (batch, t.max_position_embeddings), dtype=np.int64)
     return pixel_values, input_ids
 
 
-def command_line_inputs(args, folder, config, generate_missing):
-    """({input name: np.ndarray}, {'tokenizer': ..., 'preprocessing': ...}) from the input options.
+def tower_configs(model):
+    """(vision config, text config) of a siglip-min model of any kind, None for a tower it has not."""
+    config = model.config
+    vision = config.vision_config if isinstance(config, sm.SiglipConfig) else config
+    text = config.text_config if isinstance(config, sm.SiglipConfig) else config
+    return (vision if hasattr(model, "vision") else None), (text if hasattr(model, "text") else None)
+
+
+def command_line_inputs(args, location, model, generate_missing):
+    """({input name: np.ndarray}, {'tokenizer': ..., 'preprocessing': ...}) from the input options, for `model`.
 
     --image or --pixel-values, --text or --input-ids, --attention-mask; with generate_missing, what is not given is
-    generated (seeded_inputs).
+    generated (seeded_inputs) for each tower the model has.
     """
+    vision_config, text_config = tower_configs(model)
+    for given, option, config, tower in ((args.image or args.pixel_values, "--image/--pixel-values", vision_config,
+                                          "vision"), (args.text or args.input_ids, "--text/--input-ids", text_config,
+                                                      "text")):
+        if given and config is None:
+            raise InputError(f"{option}: --model {args.model} holds a {type(model).__name__}, without a {tower} tower")
     inputs, settings = {}, {"tokenizer": "none (no text input)", "preprocessing": "none (no image input)"}
     if args.image:
-        inputs["pixel_values"], settings["preprocessing"] = preprocess_images(args.image, folder)
+        inputs["pixel_values"], settings["preprocessing"] = preprocess_images(args.image, location, vision_config)
     elif args.pixel_values:
         inputs["pixel_values"] = load_pixel_values(args.pixel_values)
         settings["preprocessing"] = "none (--pixel-values)"
     if args.text:
-        inputs["input_ids"], settings["tokenizer"] = tokenize(args.text, folder, args.model)
+        inputs["input_ids"], settings["tokenizer"] = tokenize(args.text, location, args.model)
     elif args.input_ids:
         inputs["input_ids"] = parse_id_rows(args.input_ids, "--input-ids")
         settings["tokenizer"] = "none (--input-ids)"
@@ -560,20 +637,20 @@ def command_line_inputs(args, folder, config, generate_missing):
             raise InputError("--attention-mask needs --input-ids or --text")
         inputs["attention_mask"] = parse_id_rows(args.attention_mask, "--attention-mask")
     if args.input_ids and not args.no_pad:
-        inputs["input_ids"], mask = pad_like_the_tokenizer(inputs["input_ids"], inputs.get("attention_mask"), folder,
-                                                           config)
+        inputs["input_ids"], mask = pad_like_the_tokenizer(inputs["input_ids"], inputs.get("attention_mask"),
+                                                           location, text_config)
         if mask is not None:
             inputs["attention_mask"] = mask
     if generate_missing:
-        pixel_values, input_ids = seeded_inputs(config)
+        pixel_values, input_ids = seeded_inputs(vision_config, text_config)
         for name, generated, what in (("pixel_values", pixel_values, "preprocessing"),
                                       ("input_ids", input_ids, "tokenizer")):
-            if name not in inputs:
+            if name not in inputs and generated is not None:
                 inputs[name], settings[what] = generated, "none (generated, seed 0)"
     if not inputs:
         raise InputError("no inputs: pass --image or --pixel-values, and/or --text or --input-ids")
     if "input_ids" in inputs:
-        sm.check_token_ids(inputs["input_ids"], config.text_config.vocab_size)
+        sm.check_token_ids(inputs["input_ids"], text_config.vocab_size)
     return inputs, settings
 
 
@@ -585,14 +662,14 @@ def as_torch(inputs, device="cpu"):
 # The three commands.
 
 def run_export(args):
-    folder = resolve_model_dir(args.model)
-    config = sm.SiglipConfig.from_pretrained(folder)
-    inputs, settings = command_line_inputs(args, folder, config, generate_missing=False)
-    model = sm.SiglipModel.from_pretrained(folder, device=args.device, dtype=sm.DTYPES[args.dtype],
-                                      attn_implementation=args.attn)
+    location = sm.checkpoint_location(args.model)
+    model = sm.from_pretrained(location, device=args.device, dtype=sm.DTYPES[args.dtype],
+                               attn_implementation=args.attn, image_size=args.image_size)
+    inputs, settings = command_line_inputs(args, location, model, generate_missing=False)
     activations = trace(model, **as_torch(inputs, args.device))
-    metadata = {"format": "siglip-min parity golden file", "model": args.model, "model_folder": str(folder.resolve()),
-                "config": model.config.to_hf(), "dtype": args.dtype, "attn_implementation": args.attn,
+    config = sm.config_to_hf(model.config, type(model).__name__, torch.float32)
+    metadata = {"format": "siglip-min parity golden file", "model": args.model, "model_folder": str(location.resolve()),
+                "image_size": args.image_size, "config": config, "dtype": args.dtype, "attn_implementation": args.attn,
                 "device": args.device, "torch": torch.__version__, "siglip_min": siglip_min_version(), **settings}
     write_golden(args.out, {**inputs, **activations}, metadata)
     print(f"wrote {args.out}: {len(inputs)} inputs, {len(activations)} activations")
@@ -624,11 +701,14 @@ def golden_dtypes(path):
 
 
 def heads_of(metadata):
-    """{"vision": H, "text": H} from a golden file's config, or None."""
+    """{"vision": H, "text": H} (the towers it has) from a golden file's config, or None."""
     try:
         config = json.loads(metadata.get("config", "null")) or {}
+        single = {"siglip_vision_model": "vision", "siglip_text_model": "text"}.get(config.get("model_type"))
+        if single:
+            return {single: config["num_attention_heads"]}
         return {tower: config[f"{tower}_config"]["num_attention_heads"] for tower in ("vision", "text")}
-    except (ValueError, KeyError, TypeError):
+    except (ValueError, KeyError, TypeError, AttributeError):
         return None
 
 
@@ -642,12 +722,13 @@ def low_precision_noise(golden, metadata, dtype, noise_file=None):
         reference, _ = read_golden(noise_file)
     else:
         folder = metadata.get("model_folder")
-        if not folder or not Path(folder).is_dir():
+        if not folder or not Path(folder).exists():
             raise InputError(f"B is written in {dtype}: comparing it needs siglip-min's own {dtype} result, and the "
                              f"golden's model folder ({folder}) is not here; export one with --dtype {dtype} from "
                              f"the same inputs and pass it with --noise")
-        model = sm.SiglipModel.from_pretrained(folder, dtype=sm.DTYPES[dtype],
-                                               attn_implementation=metadata.get("attn_implementation", "sdpa"))
+        image_size = json.loads(metadata.get("image_size", "null"))
+        model = sm.from_pretrained(folder, dtype=sm.DTYPES[dtype], image_size=image_size,
+                                   attn_implementation=metadata.get("attn_implementation", "sdpa"))
         inputs = {name: torch.from_numpy(golden[name]) for name in INPUT_NAMES if name in golden}
         reference = trace(model, **inputs)
     return {name: rms(reference[name] - golden[name]) for name in reference
@@ -661,14 +742,23 @@ def run_check_hf(args):
         raise InputError("check-hf needs transformers: pip install transformers==5.24.0 protobuf") from None
     transformers.logging.set_verbosity_error()  # its config and loading chatter would bury the table
     transformers.utils.logging.disable_progress_bar()
-    folder = resolve_model_dir(args.model)
-    inputs, _ = command_line_inputs(args, folder, sm.SiglipConfig.from_pretrained(folder), generate_missing=True)
-    ours = sm.SiglipModel.from_pretrained(folder, attn_implementation=args.attn)
-    theirs = transformers.SiglipModel.from_pretrained(folder, attn_implementation="eager", dtype=torch.float32).eval()
+    location = sm.checkpoint_location(args.model)
+    ours = sm.from_pretrained(location, attn_implementation=args.attn, image_size=args.image_size)
+    inputs, _ = command_line_inputs(args, location, ours, generate_missing=True)
+    hf_folder = location if (location / "config.json").is_file() else None  # else a .npz or an open_clip folder,
+    hf_class = getattr(transformers, {"SiglipClassifier": "SiglipForImageClassification"}.get(  # which transformers
+        type(ours).__name__, type(ours).__name__))                                                # reads once converted
+    with tempfile.TemporaryDirectory() as converted:
+        if hf_folder is None:
+            ours.save_pretrained(converted)
+        theirs = hf_class.from_pretrained(hf_folder or converted, attn_implementation="eager",
+                                          dtype=torch.float32).eval()
     tensors = as_torch(inputs)
     reference, candidate = {**inputs, **trace_hf(theirs, **tensors)}, {**inputs, **trace(ours, **tensors)}
     rows = compare(reference, candidate, args.atol, args.rtol)
-    print(f"A: transformers {transformers.__version__} (eager)\nB: siglip-min ({args.attn})\n{format_report(rows)}")
+    source = "" if hf_folder else f", on siglip-min's conversion of {location.name}"
+    print(f"A: transformers {transformers.__version__} (eager){source}\nB: siglip-min ({args.attn})\n"
+          f"{format_report(rows)}")
     return 0 if all(row["result"] in PASSING for row in rows) else 1
 
 
@@ -693,11 +783,15 @@ def add_input_options(parser):
     parser.add_argument("--no-pad", action="store_true",
                         help="trace --input-ids as given (default: padded as the tokenizer pads, and said so)")
     parser.add_argument("--attn", choices=sm.ATTN_IMPLEMENTATIONS, default="sdpa", help="siglip-min's attention")
+    parser.add_argument("--image-size", type=int, help="a big_vision .npz's image size, when its shapes cannot tell")
 
 
 def add_tolerances(parser):
     parser.add_argument("--atol", type=float, default=DEFAULT_ATOL, help="absolute tolerance (default %(default)g)")
     parser.add_argument("--rtol", type=float, default=DEFAULT_RTOL, help="relative tolerance (default %(default)g)")
+
+
+MODEL_HELP = "any checkpoint: a transformers folder, a cached Hub id, a big_vision .npz file or an open_clip folder"
 
 
 def build_parser():
@@ -710,7 +804,7 @@ def build_parser():
     export = commands.add_parser("export", help="write inputs and every activation of siglip-min to a safetensors file",
                                  description="Write the inputs (pixel_values, input_ids, attention_mask) and every "
                                  "traced activation (float32) of siglip-min, with metadata, to one safetensors file.")
-    export.add_argument("--model", required=True, help="model folder or cached Hub id")
+    export.add_argument("--model", required=True, help=MODEL_HELP)
     add_input_options(export)
     export.add_argument("--dtype", choices=sorted(sm.DTYPES), default="float32",
                         help="model dtype (traces are stored float32)")
@@ -731,7 +825,7 @@ def build_parser():
                                 description="Trace transformers (eager attention, output_hidden_states=True) and "
                                 "siglip-min on the same inputs and print the compare table (A = transformers). "
                                 f"Without inputs, seeded random pixels and token ids are used. {tolerance_rule}")
-    check.add_argument("--model", required=True, help="model folder or cached Hub id")
+    check.add_argument("--model", required=True, help=MODEL_HELP)
     add_input_options(check)
     add_tolerances(check)
     return parser

@@ -1297,11 +1297,11 @@ def from_pretrained(path_or_repo_id, device="cpu", dtype=torch.float32, attn_imp
     """
     device = check_device(device)
     check_dtype(dtype)
-    if str(path_or_repo_id).endswith(".npz"):
-        return load_big_vision(path_or_repo_id, device, dtype, attn_implementation, image_size)
+    folder = checkpoint_location(path_or_repo_id)
+    if folder.suffix == ".npz":
+        return load_big_vision(folder, device, dtype, attn_implementation, image_size)
     if image_size is not None:
         raise InputError("image_size is for big_vision .npz files; a folder's config gives its own")
-    folder = resolve_model_dir(str(path_or_repo_id).removeprefix("hf-hub:"))
     if (folder / "open_clip_config.json").is_file():
         return load_open_clip(folder, device, dtype, attn_implementation)
     if not (folder / "config.json").is_file():
@@ -1313,6 +1313,13 @@ def from_pretrained(path_or_repo_id, device="cpu", dtype=torch.float32, attn_imp
     if model_class is None:
         model_class = SiglipClassifier if "SiglipForImageClassification" in architectures else SiglipModel
     return load_pretrained(model_class, folder, device, dtype, attn_implementation, config)
+
+
+def checkpoint_location(path_or_repo_id):
+    """The .npz file, or the folder (a Hub id looked up in the local cache, "hf-hub:" dropped), of a checkpoint."""
+    if str(path_or_repo_id).endswith(".npz"):
+        return Path(path_or_repo_id)
+    return Path(resolve_model_dir(str(path_or_repo_id).removeprefix("hf-hub:")))
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -1329,7 +1336,7 @@ def embed_images(model, processor, images):
 def embed_pixels(model, pixel_values):
     """L2-normalised image embeddings (B, D) of NumPy pixel_values (B, 3, H, W)."""
     with torch.no_grad():
-        features = model.get_image_features(torch.from_numpy(pixel_values).to(model.logit_scale.device))  # (B, D)
+        features = model.get_image_features(torch.from_numpy(pixel_values).to(device_of(model)))  # (B, D)
     return l2_normalize(features)  # (B, D)
 
 
@@ -1340,12 +1347,16 @@ def embed_texts(model, tokenizer, texts, mask_padding=False):
     transformers 5.x does whenever its tokenizer output goes to the model (its pipeline included): other numbers.
     """
     ids, mask = tokenizer(texts, return_attention_mask=True)  # (B, L), (B, L)
-    check_token_ids(ids, model.config.text_config.vocab_size)
-    device = model.logit_scale.device
+    check_token_ids(ids, model.text.embed.token.shape[0])
+    device = device_of(model)
     with torch.no_grad():
         features = model.get_text_features(torch.from_numpy(ids).to(device),
                                            torch.from_numpy(mask).to(device) if mask_padding else None)  # (B, D)
     return l2_normalize(features)  # (B, D)
+
+
+def device_of(model):
+    return next(model.parameters()).device
 
 
 def check_token_ids(ids, vocab_size):

@@ -205,9 +205,12 @@ def test_help_is_complete_and_ends_with_examples():
         result = run_cli(command, "--help")
         assert result.returncode == 0
         assert "do not sum to 1" in result.stdout
-        assert result.stdout.rstrip().splitlines()[-1].startswith("  python cli.py embed --texts")
-        for option in ("--model", "--device", "--dtype", "--attn", "--batch-size"):
+        assert result.stdout.rstrip().splitlines()[-1].startswith("  python cli.py convert")
+        for option in ("--model", "--device", "--dtype", "--attn", "--batch-size", "--tokenizer", "--image-size"):
             assert option in result.stdout
+    result = run_cli("convert", "--help")
+    for option in ("--tokenizer", "--image-size", "--dtype", "--overwrite"):
+        assert option in result.stdout
 
 
 def test_classify_with_the_shipped_model_ranks_the_right_caption_first(tmp_path):

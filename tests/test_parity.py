@@ -228,7 +228,7 @@ def test_unreadable_file_is_one_line_without_traceback(tmp_path):
 @pytest.mark.parametrize("args, message", [
     (["compare", "{tmp}/missing.safetensors", "{tmp}/missing.safetensors"], "no such file"),
     (["export", "--model", "{folder}", "--text", "a cat", "--out", "{tmp}/x.safetensors"],
-     "no spiece.model (SentencePiece tokenizer); pass token ids with --input-ids"),
+     "has no tokenizer (spiece.model or tokenizer.model); pass token ids with --input-ids"),
     (["export", "--model", "{folder}", "--out", "{tmp}/x.safetensors"], "no inputs"),
     (["export", "--model", "{folder}", "--input-ids", "5,x", "--out", "{tmp}/x.safetensors"], "comma-separated"),
     (["export", "--model", "{folder}", "--input-ids", "5,9", "1", "--out", "{tmp}/x.safetensors"], "same length"),

@@ -24,7 +24,7 @@ def folder(tmp_path_factory):
 @pytest.fixture(scope="module")
 def golden(folder, tmp_path_factory):
     """A golden file from the real export command: seeded pixels, ten token ids a text (padded to 16 by export)."""
-    pixels, ids = parity.seeded_inputs(sm.SiglipConfig.from_pretrained(folder), batch=2)
+    pixels, ids = parity.seeded_inputs(*towers_of(sm.SiglipConfig.from_pretrained(folder)), batch=2)
     work = tmp_path_factory.mktemp("golden")
     np.save(work / "pixels.npy", pixels)
     path = work / "golden.safetensors"
@@ -32,6 +32,10 @@ def golden(folder, tmp_path_factory):
     assert parity.main(["export", "--model", str(folder), "--pixel-values", str(work / "pixels.npy"),
                         "--input-ids", *rows, "--out", str(path)]) == 0
     return path
+
+
+def towers_of(config):
+    return config.vision_config, config.text_config
 
 
 def heads(folder):
@@ -126,7 +130,7 @@ def test_unpadded_input_ids_are_said_to_be_unpadded(capsys, folder, golden, tmp_
 
 
 def test_export_pads_input_ids_as_the_tokenizer_and_says_so(capsys, folder, tmp_path):
-    pixels, _ = parity.seeded_inputs(sm.SiglipConfig.from_pretrained(folder), batch=1)
+    pixels, _ = parity.seeded_inputs(*towers_of(sm.SiglipConfig.from_pretrained(folder)), batch=1)
     np.save(tmp_path / "pixels.npy", pixels)
     args = ["export", "--model", str(folder), "--pixel-values", str(tmp_path / "pixels.npy"), "--input-ids", "5,9,1"]
     assert parity.main([*args, "--out", str(tmp_path / "padded.safetensors")]) == 0
