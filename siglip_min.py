@@ -1010,21 +1010,24 @@ BV_TEXT = {  # our parameter under text. -> (big_vision names, layout)
     "norm.bias": ("txt/Encoder_0/encoder_norm/bias", same),
     "head.weight": ("txt/head/kernel", bv_dense), "head.bias": ("txt/head/bias", same),
 }
-BV_TOWERS = (("vision", "img/Transformer", BV_VISION), ("text", "txt/Encoder_0", BV_TEXT))
+BV_TOP = {"logit_scale": ("t", same), "logit_bias": ("b", same)}  # t' (log of the scale) and b, both (1,)
+BV_TOWERS = (("vision", "img/Transformer/encoderblock_{i}/", BV_BLOCK, BV_VISION),
+             ("text", "txt/Encoder_0/encoderblock_{i}/", BV_BLOCK, BV_TEXT))
 
 
-def big_vision_name_map(model):
-    """{our parameter name: (big_vision names, layout)} for every parameter `model` has."""
-    mapping = {"logit_scale": (("t",), same), "logit_bias": (("b",), same)}
-    for ours, encoder, names in BV_TOWERS:
-        if not hasattr(model, ours):
-            continue
-        mapping.update({f"{ours}.{k}": v for k, v in names.items()})
-        for i in range(len(getattr(model, ours).blocks)):
-            mapping.update({f"{ours}.blocks.{i}.{k}": (f"{encoder}/encoderblock_{i}/{theirs}", layout)
-                            for k, (theirs, layout) in BV_BLOCK.items()})
-    mapping = {ours: ((names,) if isinstance(names, str) else names, layout) for ours, (names, layout) in mapping.items()}
-    return {name: mapping[name] for name, _ in model.named_parameters()}
+def converted_name_map(model, top, towers):
+    """{our parameter name: (their names, layout)} for every parameter `model` has, from one format's tables: `top`,
+    and for each tower (our tower, their block prefix with {i}, their block names, their other names)."""
+    mapping = dict(top)
+    for ours, block_prefix, block_names, names in towers:
+        if hasattr(model, ours):
+            mapping.update({f"{ours}.{k}": v for k, v in names.items()})
+            for i in range(len(getattr(model, ours).blocks)):
+                mapping.update({f"{ours}.blocks.{i}.{k}": (block_prefix.format(i=i) + theirs, layout)
+                                for k, (theirs, layout) in block_names.items()})
+    as_tuple = {ours: ((names,) if isinstance(names, str) else names, layout)
+                for ours, (names, layout) in mapping.items()}
+    return {name: as_tuple[name] for name, _ in model.named_parameters()}
 
 
 def read_big_vision(path):
@@ -1050,40 +1053,52 @@ def read_big_vision(path):
 
 def big_vision_config(arrays, image_size, where):
     """The config the arrays' shapes give: SiglipConfig when both towers ("img/", "txt/") are there, else the one
-    tower's. Shapes cannot tell the nominal image size when it is not patch x grid (so400m/14 at 384 = 27 x 14 + 6),
-    so `image_size` may give it; by default the resolution in the file name that gives this grid (big_vision's
-    release names carry it: webli_en_so400m_384_58765454.npz), else patch x grid."""
-    def shape(name):
-        if name not in arrays:
-            raise InputError(f"{where}: no {name} array (is this a SigLIP checkpoint?)")
-        return arrays[name].shape
-
-    vision = text = None
-    if any(n.startswith("img/") for n in arrays):
-        if "img/head/kernel" in arrays:
-            raise InputError(f"{where}: img/head is a projection after the image tower, which SigLIP has not")
-        patch, _, channels, width = shape("img/embedding/kernel")
-        grid = math.isqrt(shape("img/pos_embedding")[1])
-        if grid * grid != shape("img/pos_embedding")[1]:
-            raise InputError(f"{where}: img/pos_embedding {shape('img/pos_embedding')} is not a square grid")
-        block = "img/Transformer/encoderblock_0"
-        vision = SiglipVisionConfig(
-            hidden_size=width, intermediate_size=shape(f"{block}/MlpBlock_0/Dense_0/kernel")[1],
-            num_hidden_layers=count_layers(arrays, "img/Transformer/encoderblock_"), num_attention_heads=shape(f"{block}/{BV_ATTENTION}/query/kernel")[1],
-            num_channels=channels, image_size=image_size or nominal_image_size(where, patch, grid), patch_size=patch,
-            vision_use_head=f"{BV_MAP_HEAD}/probe" in arrays)
-    if any(n.startswith("txt/") for n in arrays):
-        vocab, width = shape("txt/Embed_0/embedding")
-        block = "txt/Encoder_0/encoderblock_0"
-        text = SiglipTextConfig(
-            vocab_size=vocab, hidden_size=width, intermediate_size=shape(f"{block}/MlpBlock_0/Dense_0/kernel")[1],
-            num_hidden_layers=count_layers(arrays, "txt/Encoder_0/encoderblock_"), num_attention_heads=shape(f"{block}/{BV_ATTENTION}/query/kernel")[1],
-            max_position_embeddings=shape("txt/pos_embedding")[1], projection_size=shape("txt/head/kernel")[1])
+    tower's."""
+    vision = big_vision_vision_config(arrays, image_size, where) if any(n.startswith("img/") for n in arrays) else None
+    text = big_vision_text_config(arrays, where) if any(n.startswith("txt/") for n in arrays) else None
     if vision and text:
         return SiglipConfig(text_config=text, vision_config=vision)
     if not (vision or text):
         raise InputError(f"{where}: neither an image tower (img/...) nor a text tower (txt/...)")
     return vision or text
+
+
+def bv_shape(arrays, name, where):
+    if name not in arrays:
+        raise InputError(f"{where}: no {name} array (is this a SigLIP checkpoint?)")
+    return arrays[name].shape
+
+
+def big_vision_vision_config(arrays, image_size, where):
+    """The image tower's config from its shapes. They cannot tell the nominal image size when it is not patch x grid
+    (so400m/14 at 384 = 27 x 14 + 6), so `image_size` may give it; by default the resolution in the file name that
+    gives this grid (release names carry it: webli_en_so400m_384_58765454.npz), else patch x grid."""
+    if "img/head/kernel" in arrays:
+        raise InputError(f"{where}: img/head is a projection after the image tower, which SigLIP has not")
+    patch, _, channels, width = bv_shape(arrays, "img/embedding/kernel", where)
+    positions = bv_shape(arrays, "img/pos_embedding", where)[1]
+    grid = math.isqrt(positions)
+    if grid * grid != positions:
+        raise InputError(f"{where}: img/pos_embedding holds {positions} positions, not a square grid")
+    block = "img/Transformer/encoderblock_0"
+    return SiglipVisionConfig(
+        hidden_size=width, intermediate_size=bv_shape(arrays, f"{block}/MlpBlock_0/Dense_0/kernel", where)[1],
+        num_hidden_layers=count_layers(arrays, "img/Transformer/encoderblock_"),
+        num_attention_heads=bv_shape(arrays, f"{block}/{BV_ATTENTION}/query/kernel", where)[1],
+        num_channels=channels, image_size=image_size or nominal_image_size(where, patch, grid), patch_size=patch,
+        vision_use_head=f"{BV_MAP_HEAD}/probe" in arrays)
+
+
+def big_vision_text_config(arrays, where):
+    vocab, width = bv_shape(arrays, "txt/Embed_0/embedding", where)
+    block = "txt/Encoder_0/encoderblock_0"
+    return SiglipTextConfig(
+        vocab_size=vocab, hidden_size=width,
+        intermediate_size=bv_shape(arrays, f"{block}/MlpBlock_0/Dense_0/kernel", where)[1],
+        num_hidden_layers=count_layers(arrays, "txt/Encoder_0/encoderblock_"),
+        num_attention_heads=bv_shape(arrays, f"{block}/{BV_ATTENTION}/query/kernel", where)[1],
+        max_position_embeddings=bv_shape(arrays, "txt/pos_embedding", where)[1],
+        projection_size=bv_shape(arrays, "txt/head/kernel", where)[1])
 
 
 def nominal_image_size(path, patch, grid):
@@ -1102,8 +1117,7 @@ def load_big_vision(path, device, dtype, attn_implementation, image_size=None):
                                                                                                   SiglipModel)
     with torch.device("meta"):
         model = model_class(config, attn_implementation)
-    mapping = big_vision_name_map(model)
-    return assign_converted(model, mapping, arrays, device, dtype, path)
+    return assign_converted(model, converted_name_map(model, BV_TOP, BV_TOWERS), arrays, device, dtype, path)
 
 
 def assign_converted(model, mapping, arrays, device, dtype, where):
@@ -1190,8 +1204,9 @@ OC_TEXT = {  # our parameter under text. -> (open_clip names, layout)
     "norm.weight": ("text.ln_final.weight", same), "norm.bias": ("text.ln_final.bias", same),
     "head.weight": ("text.text_projection.weight", same), "head.bias": ("text.text_projection.bias", same),
 }
-OC_TOWERS = (("vision", "visual.trunk.blocks", OC_TIMM_BLOCK, OC_VISION),
-             ("text", "text.transformer.resblocks", OC_TEXT_BLOCK, OC_TEXT))
+OC_TOP = {"logit_scale": ("logit_scale", one_element), "logit_bias": ("logit_bias", one_element)}
+OC_TOWERS = (("vision", "visual.trunk.blocks.{i}.", OC_TIMM_BLOCK, OC_VISION),
+             ("text", "text.transformer.resblocks.{i}.", OC_TEXT_BLOCK, OC_TEXT))
 
 # timm's SigLIP trunks (timm/models/vision_transformer.py, timm 1.0): the heads and GELU their names stand for.
 # open_clip_config.json names the trunk and gives neither. (timm before 1.0 ran every MAP head's MLP with exact GELU.)
@@ -1205,19 +1220,6 @@ TIMM_TRUNKS = {
     **{f"vit_giantopt_patch16_siglip_{r}": (16, "gelu_pytorch_tanh") for r in (256, 384)},
 }
 TIMM_GELUS = {None: "gelu", "gelu": "gelu", "gelu_tanh": "gelu_pytorch_tanh"}  # timm's act_layer -> hidden_act
-
-
-def open_clip_name_map(model):
-    """{our parameter name: (open_clip names, layout)} for every parameter `model` has."""
-    mapping = {"logit_scale": ("logit_scale", one_element), "logit_bias": ("logit_bias", one_element)}
-    for ours, blocks, block_names, names in OC_TOWERS:
-        if hasattr(model, ours):
-            mapping.update({f"{ours}.{k}": v for k, v in names.items()})
-            for i in range(len(getattr(model, ours).blocks)):
-                mapping.update({f"{ours}.blocks.{i}.{k}": (f"{blocks}.{i}.{theirs}", layout)
-                                for k, (theirs, layout) in block_names.items()})
-    mapping = {ours: ((names,) if isinstance(names, str) else names, layout) for ours, (names, layout) in mapping.items()}
-    return {name: mapping[name] for name, _ in model.named_parameters()}
 
 
 def open_clip_config(model_cfg, shapes, where):
@@ -1250,7 +1252,8 @@ def open_clip_config(model_cfg, shapes, where):
     vocab, text_width = shapes["text.token_embedding.weight"]
     text_act = "gelu_pytorch_tanh" if json_object(text_cfg, "act_kwargs").get("approximate") == "tanh" else "gelu"
     text = SiglipTextConfig(
-        vocab_size=vocab, hidden_size=text_width, intermediate_size=shapes["text.transformer.resblocks.0.mlp.c_fc.weight"][0],
+        vocab_size=vocab, hidden_size=text_width,
+        intermediate_size=shapes["text.transformer.resblocks.0.mlp.c_fc.weight"][0],
         num_hidden_layers=count_layers(shapes, "text.transformer.resblocks."), num_attention_heads=text_cfg.get("heads"),
         max_position_embeddings=shapes["text.positional_embedding"][0],
         projection_size=shapes["text.text_projection.weight"][0], hidden_act=text_act,
@@ -1282,7 +1285,7 @@ def load_open_clip(folder, device, dtype, attn_implementation):
         raise InputError(f"{config_path}: {e}") from None
     with torch.device("meta"):
         model = SiglipModel(config, attn_implementation)
-    return assign_converted(model, open_clip_name_map(model), tensors, device, dtype, weights)
+    return assign_converted(model, converted_name_map(model, OC_TOP, OC_TOWERS), tensors, device, dtype, weights)
 
 
 # ----------------------------------------------------------------------------------------------------------------
