@@ -9,13 +9,19 @@ transformers 5.24 `SiglipImageProcessorPil` (models/siglip/image_processing_pil_
     pil_to_rgb        alpha or a transparency colour composited on white, other modes .convert("RGB")
     array_to_rgb      (H, W) and (H, W, 1) repeated to 3 channels, (H, W, 4) composited on white
     float_to_uint8    float arrays in [0, 1]: x * 255 truncated, as transformers' to_pil_image does
-    resize            PIL, bicubic by default, to exactly (height, width): no crop, aspect not kept
+    resize            PIL, to exactly (height, width): no crop, aspect not kept; with preprocessor_config.json's
+                      resample: bicubic (3) for SigLIP, the default, bilinear (2) for SigLIP 2 (read_resample)
     rescale, normalize, HWC -> CHW   one float32 lookup table per channel, bit-identical to
                       transformers' float64 rescale then float32 normalize
 
 Float arrays are taken as already in [0, 1], like transformers called with `do_rescale=False`
 (its default would divide them by 255 twice), except that transformers reads a float array holding
 only 0s and 1s as 0..255 values, and this does not.
+
+SigLIP 2's fixed-resolution checkpoints (google/siglip2-base-patch16-224 and kin) use this same processor: their
+preprocessor_config.json says "resample": 2 (bilinear). "do_convert_rgb": null, which configs saved by transformers
+4.4x hold, is read as true (read_preprocessor_config). NaFlex checkpoints (Siglip2ImageProcessor, patches at the
+native aspect) are not covered.
 """
 import json
 import os
@@ -201,27 +207,36 @@ def check_normalization(rescale_factor, image_mean, image_std):
 
 
 def read_resample(resample):
-    """A PIL resampling filter from its number (as preprocessor_config.json stores it)."""
+    """A PIL resampling filter from its number, as preprocessor_config.json stores it: any of PIL's Image.Resampling
+    (0 nearest, 2 bilinear, 3 bicubic, ...), which transformers' PILImageResampling is. Not a bool or a float."""
+    names = ", ".join(f"{f.value} {f.name.lower()}" for f in Image.Resampling)
+    if not isinstance(resample, int) or isinstance(resample, bool):
+        raise InputError(f"resample must be one of {names}; got {resample!r}")
     try:
         return Image.Resampling(resample)
     except ValueError:
-        names = ", ".join(f"{f.value} {f.name.lower()}" for f in Image.Resampling)
         raise InputError(f"resample must be one of {names}; got {resample!r}") from None
 
 
 def read_preprocessor_config(model_dir):
     """(constructor arguments, the file they come from) for a model folder: its preprocessor_config.json when it has
     one (switched-off steps refused), else SigLIP's defaults at the image size of its config.json. The one place
-    that decides."""
+    that decides.
+
+    "do_convert_rgb": null, which configs saved by transformers 4.4x hold, is taken as true: transformers then converts
+    nothing, which gives the same pixels for RGB images and for paths (load_image converts them) and fails on the
+    rest (a grey or RGBA image leaves it 1 or 4 channels to normalise with 3 means)."""
     path = model_dir / "preprocessor_config.json"
     if not path.is_file():
         model_config = model_dir / "config.json"
-        vision = (read_json(model_config).get("vision_config") or {}) if model_config.is_file() else {}
+        values = read_json(model_config) if model_config.is_file() else {}
+        # a two-tower config.json nests the image size in vision_config; a lone vision tower's has it at the top
+        vision = values if values.get("model_type") == "siglip_vision_model" else values.get("vision_config") or {}
         return ({"size": vision["image_size"]} if isinstance(vision, dict) and "image_size" in vision else {},
                 model_config)
     config = read_json(path)
     for step in ("do_resize", "do_rescale", "do_normalize", "do_convert_rgb"):
-        if config.get(step, True) is not True:
+        if config.get(step, True) is not True and not (step == "do_convert_rgb" and config[step] is None):
             raise InputError(f"{path}: {step}={config[step]} is not supported (SigLIP does every step)")
     keys = ("size", "resample", "rescale_factor", "image_mean", "image_std")
     return {key: config[key] for key in keys if key in config}, path
