@@ -13,7 +13,7 @@ from PIL import Image
 
 import cli
 import parity
-from oracle import SMALL_VISION, hf_config, train_sentencepiece
+from oracle import SMALL_VISION, hf_config, save_random_siglip, train_sentencepiece
 from test_independent_fixtures import B16_LOOP, open_clip_folder
 
 CAPTIONS = ["a red circle", "two blue squares", "a green triangle", "one small cat", "a dog on grass"]
@@ -166,3 +166,29 @@ def test_export_a_npz_matches_big_vision_layer_outputs(tmp_path):
     assert np.abs(golden["text.features"] - want["text_features"]).max() <= 1e-5
     assert np.abs(golden["logits_per_image"] - want["logits_per_image"]).max() <= 1e-5
 
+
+
+def test_classify_with_a_siglip2_fixed_resolution_folder(tmp_path, images, capsys):
+    """SigLIP 2 fixed-resolution: the two-tower model with Gemma's tokenizer (lowercased text) and bilinear resizing."""
+    from test_siglip2_inputs import real_tokenizer_config, train_gemma_like
+
+    folder = tmp_path / "siglip2"
+    model_file = train_gemma_like(folder)
+    (folder / "tokenizer_config.json").write_text(json.dumps(real_tokenizer_config(model_file)))
+    vocab = transformers.AutoTokenizer.from_pretrained(folder).vocab_size
+    save_random_siglip(folder, hf_config(text=dict(vocab_size=vocab, max_position_embeddings=64)))
+    (folder / "preprocessor_config.json").write_text(json.dumps({"size": {"height": 32, "width": 32}, "resample": 2}))
+    labels = ["Red Circle", "a CAT", "two dogs 🐕"]
+    assert cli.main(["classify", *map(str, images), "--labels", *labels, "--json", "--model", str(folder)]) == 0
+    lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    model = transformers.SiglipModel.from_pretrained(folder).eval()
+    tokenizer = transformers.AutoTokenizer.from_pretrained(folder)  # a GemmaTokenizer, which does not lowercase
+    processor = transformers.SiglipImageProcessorPil.from_pretrained(folder)
+    texts = tokenizer([f"This is a photo of {label}.".lower() for label in labels], padding="max_length",
+                      max_length=64, return_tensors="pt")
+    with torch.no_grad():
+        pixels = processor([Image.open(p) for p in images], return_tensors="pt").pixel_values
+        probs = model(input_ids=texts.input_ids, pixel_values=pixels).logits_per_image.sigmoid()
+    for line, row in zip(lines, probs):
+        got = {score["label"]: score["score"] for score in line["scores"]}
+        assert max(abs(got[label] - p) for label, p in zip(labels, row.tolist())) <= 1e-5
