@@ -769,10 +769,16 @@ OTHER_KINDS = {  # what a refused config.json holds, said in one line
 }
 
 
-def config_for(model_class, config):
-    """The config `model_class` is built from: its own kind, or its tower's part of a two-tower config."""
+def config_for(model_class, config, architectures=()):
+    """The config `model_class` is built from: its own kind, or its tower's part of a two-tower config.
+    `architectures` (config.json's) tells an image classifier's folder, which has no text tower, from a two-tower one."""
     if isinstance(config, SiglipConfig) and model_class is SiglipVisionModel:
         return config.vision_config
+    classifier = "SiglipForImageClassification" in architectures
+    if isinstance(config, SiglipConfig) and classifier != (model_class is SiglipClassifier):
+        raise InputError(f"the checkpoint holds a {'SiglipForImageClassification' if classifier else 'SiglipModel'}, "
+                         f"{model_class.__name__} cannot be built from it; siglip_min.from_pretrained builds the "
+                         f"model a checkpoint holds")
     if isinstance(config, SiglipConfig) and model_class is SiglipTextModel:
         return config.text_config
     wanted = {SiglipVisionModel: SiglipVisionConfig, SiglipTextModel: SiglipTextConfig}.get(model_class, SiglipConfig)
@@ -788,12 +794,13 @@ def check_dtype(dtype):
         raise InputError(f"dtype {dtype}: expected one of torch.{', torch.'.join(DTYPES)}")
 
 
-def load_pretrained(model_class, path_or_repo_id, device, dtype, attn_implementation, config=None):
-    """A `model_class` built on the meta device (no memory, no init), then filled from a transformers folder."""
+def load_pretrained(model_class, path_or_repo_id, device, dtype, attn_implementation, checkpoint_config=None):
+    """A `model_class` built on the meta device (no memory, no init), then filled from a transformers folder.
+    checkpoint_config: read_config's (config, architectures) of the folder, when the caller has read it already."""
     device = check_device(device)
     check_dtype(dtype)
     folder = resolve_model_dir(path_or_repo_id)
-    config = config_for(model_class, config or read_config(folder)[0])
+    config = config_for(model_class, *(checkpoint_config or read_config(folder)))
     with torch.device("meta"):
         model = model_class(config, attn_implementation)
     return load_weights(model, folder, device, dtype)
@@ -1308,14 +1315,14 @@ def from_pretrained(path_or_repo_id, device="cpu", dtype=torch.float32, attn_imp
     if (folder / "open_clip_config.json").is_file():
         return load_open_clip(folder, device, dtype, attn_implementation)
     if not (folder / "config.json").is_file():
-        raise InputError(f"{folder}: not a checkpoint siglip-min reads; it holds "
-                         f"{', '.join(sorted(p.name for p in folder.iterdir())[:8]) or 'nothing'} (wanted: config.json "
-                         f"+ model.safetensors, open_clip_config.json + open_clip_model.safetensors, or a .npz file)")
+        found = ", ".join(sorted(p.name for p in folder.iterdir())[:8]) or "nothing"
+        raise InputError(f"{folder}: no config.json (nor open_clip_config.json), so not a checkpoint siglip-min reads; "
+                         f"it holds {found}{pickles_found(folder)}")
     config, architectures = read_config(folder)
     model_class = {SiglipVisionConfig: SiglipVisionModel, SiglipTextConfig: SiglipTextModel}.get(type(config))
     if model_class is None:
         model_class = SiglipClassifier if "SiglipForImageClassification" in architectures else SiglipModel
-    return load_pretrained(model_class, folder, device, dtype, attn_implementation, config)
+    return load_pretrained(model_class, folder, device, dtype, attn_implementation, (config, architectures))
 
 
 def checkpoint_location(path_or_repo_id):
