@@ -20,12 +20,28 @@ only 0s and 1s as 0..255 values, and this does not.
 
 SigLIP 2's fixed-resolution checkpoints (google/siglip2-base-patch16-224 and kin) use this same processor: their
 preprocessor_config.json says "resample": 2 (bilinear). "do_convert_rgb": null, which configs saved by transformers
-4.4x hold, is read as true (read_preprocessor_config). NaFlex checkpoints (Siglip2ImageProcessor, patches at the
-native aspect) are not covered.
+4.4x hold, is read as true (read_preprocessor_config).
+
+SigLIP 2 NaFlex checkpoints (google/siglip2-base-patch16-naflex: "image_processor_type": "Siglip2ImageProcessor")
+get Siglip2ImageProcessor, the values of transformers 5.24 `Siglip2ImageProcessorPil`
+(models/siglip2/image_processing_pil_siglip2.py). The same conversion to RGB, then, at the native aspect ratio:
+
+    naflex_size       (height, width) in whole patches, at least one each, about the largest whose grid holds at
+                      most max_num_patches patches: get_image_size_for_max_num_patches's bisection on the scale, float
+                      for float (it stops within 1e-5, so now and then a row or column short, as transformers is)
+    resize, rescale, normalize   as above (PIL, the config's resample: bilinear by default), kept (H, W, 3)
+    to_patches        (rows * cols, p * p * 3): patches row by row, each one's pixels row by row, channels last
+    padding           zeros up to max_num_patches patches; the mask is 1 for real patches, 0 for padding
+
+The values are bit-identical to Siglip2ImageProcessorPil's. transformers' default "Siglip2ImageProcessor" class
+(the torchvision backend, used when torchvision is installed) resizes with torch and gives slightly different
+values; that is the one these checkpoints' preprocessor_config.json names, but this module follows the PIL one.
 """
 import json
+import math
 import os
 import warnings
+from collections import namedtuple
 from pathlib import Path
 
 import numpy as np
@@ -235,11 +251,32 @@ def read_preprocessor_config(model_dir):
         return ({"size": vision["image_size"]} if isinstance(vision, dict) and "image_size" in vision else {},
                 model_config)
     config = read_json(path)
+    check_steps(config, path)
+    keys = ("size", "resample", "rescale_factor", "image_mean", "image_std")
+    return {key: config[key] for key in keys if key in config}, path
+
+
+def check_steps(config, path):
+    """Refuse a preprocessor_config.json that switches a step off ("do_convert_rgb": null is read as true)."""
     for step in ("do_resize", "do_rescale", "do_normalize", "do_convert_rgb"):
         if config.get(step, True) is not True and not (step == "do_convert_rgb" and config[step] is None):
             raise InputError(f"{path}: {step}={config[step]} is not supported (SigLIP does every step)")
-    keys = ("size", "resample", "rescale_factor", "image_mean", "image_std")
-    return {key: config[key] for key in keys if key in config}, path
+
+
+def to_rgb_image(item, index):
+    """An RGB PIL image from a PIL image, an array or a path; errors name the item (by index, None for a lone one)."""
+    if isinstance(item, Image.Image):
+        return pil_to_rgb(item, describe(index))
+    if isinstance(item, np.ndarray):
+        check_array(item, describe(index))
+        rgb = array_to_rgb(item)
+        return Image.fromarray(np.ascontiguousarray(rgb if rgb.dtype == np.uint8 else float_to_uint8(rgb)))
+    if isinstance(item, (str, os.PathLike)):
+        where = describe(index, os.fspath(item))
+        return pil_to_rgb(open_image(item, where), where)
+    raise TypeError(
+        f"{describe(index)} is a {type(item).__name__}; expected a PIL image, a NumPy array or a path"
+    )
 
 
 class SiglipImageProcessor:
@@ -256,8 +293,11 @@ class SiglipImageProcessor:
     @classmethod
     def from_pretrained(cls, path_or_repo_id):
         """A local folder or a cached Hub id: its preprocessor_config.json, else SigLIP's defaults at the model's
-        image size (config.json)."""
-        settings, source = read_preprocessor_config(resolve_model_dir(path_or_repo_id))
+        image size (config.json). A SigLIP 2 NaFlex folder (read_naflex_config) gives a Siglip2ImageProcessor."""
+        model_dir = resolve_model_dir(path_or_repo_id)
+        if read_naflex_config(model_dir) is not None:
+            return Siglip2ImageProcessor.from_pretrained(model_dir)
+        settings, source = read_preprocessor_config(model_dir)
         try:
             return cls(**settings)
         except InputError as e:
@@ -277,19 +317,8 @@ class SiglipImageProcessor:
         (Path(folder) / "preprocessor_config.json").write_text(json.dumps(self.to_dict(), indent=2) + "\n")
 
     def to_rgb_image(self, item, index):
-        """An RGB PIL image from a PIL image, an array or a path; errors name the item."""
-        if isinstance(item, Image.Image):
-            return pil_to_rgb(item, describe(index))
-        if isinstance(item, np.ndarray):
-            check_array(item, describe(index))
-            rgb = array_to_rgb(item)
-            return Image.fromarray(np.ascontiguousarray(rgb if rgb.dtype == np.uint8 else float_to_uint8(rgb)))
-        if isinstance(item, (str, os.PathLike)):
-            where = describe(index, os.fspath(item))
-            return pil_to_rgb(open_image(item, where), where)
-        raise TypeError(
-            f"{describe(index)} is a {type(item).__name__}; expected a PIL image, a NumPy array or a path"
-        )
+        """An RGB PIL image from a PIL image, an array or a path; errors name the item (to_rgb_image)."""
+        return to_rgb_image(item, index)
 
     def __call__(self, images):
         """np.float32 (B, 3, H, W) from one image or a list of them. Errors name the item: by its path
@@ -304,3 +333,158 @@ class SiglipImageProcessor:
             pixels = resize(rgb, self.size, self.resample)  # (H, W, 3) uint8
             rescale_and_normalize(pixels, self.lookup_table, out=pixel_values[index])
         return pixel_values
+
+
+# SigLIP 2 NaFlex ---------------------------------------------------------------------------------------------------
+
+NAFLEX_TYPES = ("Siglip2ImageProcessor", "Siglip2ImageProcessorFast", "Siglip2ImageProcessorPil")
+NAFLEX_MODEL_TYPES = ("siglip2", "siglip2_vision_model")
+RGB = np.arange(3)  # channel index, broadcast against (H, W, 3) pixels
+
+NaflexInputs = namedtuple("NaflexInputs", ["pixel_values", "pixel_attention_mask", "spatial_shapes"])
+NaflexInputs.__doc__ = """Siglip2ImageProcessor's output, named as transformers' keys (`._asdict()` gives the dict):
+pixel_values np.float32 (B, max_num_patches, 3*p*p), pixel_attention_mask np.int32 (B, max_num_patches),
+spatial_shapes np.int64 (B, 2): (rows, cols) of each image's patch grid."""
+
+
+def read_positive_int(value, key):
+    """value when it is a positive int (not a bool, not a float); else InputError naming key."""
+    if not is_positive_int(value):
+        raise InputError(f"{key} must be a positive int, got {value!r}")
+    return value
+
+
+def scaled_side(side, scale, patch_size):
+    """side * scale rounded up to whole patches, at least one: get_scaled_image_size inside transformers'
+    get_image_size_for_max_num_patches, with the same float operations in the same order."""
+    return max(patch_size, math.ceil(side * scale / patch_size) * patch_size)
+
+
+def naflex_size(height, width, patch_size, max_num_patches, eps=1e-5):
+    """(height, width) to resize to, as transformers' get_image_size_for_max_num_patches: bisect the scale on
+    [eps / 10, 100] until the bracket is narrower than eps, keeping the low end, whose patch grid always fits
+    max_num_patches. So the result is not always the largest grid that fits (the bisection stops at eps), and a
+    tiny image is enlarged at most 100 times."""
+    low, high = eps / 10, 100.0
+    while high - low >= eps:
+        middle = (low + high) / 2
+        rows = scaled_side(height, middle, patch_size) // patch_size
+        cols = scaled_side(width, middle, patch_size) // patch_size
+        if rows * cols <= max_num_patches:  # transformers multiplies floats; exact for whole numbers this small
+            low = middle
+        else:
+            high = middle
+    return scaled_side(height, low, patch_size), scaled_side(width, low, patch_size)
+
+
+def to_patches(values, patch_size):
+    """(rows * cols, p * p * C) from (H, W, C) values, H and W whole patches: transformers' convert_image_to_patches.
+    Patches row by row; within one, its pixels row by row, each pixel's channels last."""
+    height, width, channels = values.shape
+    rows, cols = height // patch_size, width // patch_size
+    grid = values.reshape(rows, patch_size, cols, patch_size, channels)  # (rows, p, cols, p, C)
+    return grid.transpose(0, 2, 1, 3, 4).reshape(rows * cols, -1)  # (rows * cols, p*p*C)
+
+
+def read_naflex_config(model_dir):
+    """(Siglip2ImageProcessor's arguments, the file they come from) when model_dir is a SigLIP 2 NaFlex folder, else
+    None. NaFlex is what preprocessor_config.json's image_processor_type says (NAFLEX_TYPES); without that file,
+    config.json's model_type (siglip2), with its vision patch_size and transformers' other defaults."""
+    path = model_dir / "preprocessor_config.json"
+    if path.is_file():
+        config = read_json(path)
+        if config.get("image_processor_type") not in NAFLEX_TYPES:
+            return None
+        check_steps(config, path)
+        keys = ("patch_size", "max_num_patches", "resample", "rescale_factor", "image_mean", "image_std")
+        return {key: config[key] for key in keys if key in config}, path
+    path = model_dir / "config.json"
+    values = read_json(path) if path.is_file() else {}
+    if values.get("model_type") not in NAFLEX_MODEL_TYPES:
+        return None
+    vision = values if values["model_type"] == "siglip2_vision_model" else values.get("vision_config") or {}
+    return ({"patch_size": vision["patch_size"]} if isinstance(vision, dict) and "patch_size" in vision else {},
+            path)
+
+
+def name_of(item, index):
+    """How errors name an item of a batch: its path when it is one, else describe(index)."""
+    return describe(index, os.fspath(item) if isinstance(item, (str, os.PathLike)) else None)
+
+
+def check_patch_count(count, max_num_patches, where):
+    """Refuse an image whose grid does not fit max_num_patches even at naflex_size's smallest scale (1e-6: a side over
+    a million patches; transformers would return a longer, unpadded row)."""
+    if count > max_num_patches:
+        raise InputError(f"{where}: {count} patches even at the smallest scale, over max_num_patches={max_num_patches}")
+
+
+class Siglip2ImageProcessor:
+    """Images -> NaflexInputs (patches at the native aspect ratio, padded); mirrors
+    transformers.Siglip2ImageProcessorPil."""
+
+    def __init__(self, patch_size=16, max_num_patches=256, resample=Image.BILINEAR, rescale_factor=1 / 255,
+                 image_mean=(0.5, 0.5, 0.5), image_std=(0.5, 0.5, 0.5)):
+        self.patch_size = read_positive_int(patch_size, "patch_size")
+        self.max_num_patches = read_positive_int(max_num_patches, "max_num_patches")
+        self.resample = read_resample(resample)
+        check_normalization(rescale_factor, image_mean, image_std)
+        self.rescale_factor, self.image_mean, self.image_std = rescale_factor, list(image_mean), list(image_std)
+        self.lookup_table = pixel_lookup_table(rescale_factor, image_mean, image_std)  # (3, 256)
+
+    @classmethod
+    def from_pretrained(cls, path_or_repo_id):
+        """A local folder or a cached Hub id holding a NaFlex preprocessor_config.json (read_naflex_config)."""
+        model_dir = resolve_model_dir(path_or_repo_id)
+        found = read_naflex_config(model_dir)
+        if found is None:
+            raise InputError(f"{model_dir}: not a SigLIP 2 NaFlex folder (no preprocessor_config.json with "
+                             f"image_processor_type Siglip2ImageProcessor); SiglipImageProcessor reads it")
+        settings, source = found
+        try:
+            return cls(**settings)
+        except InputError as e:
+            raise InputError(f"{source}: {e}") from None
+
+    def to_dict(self):
+        """The preprocessor_config.json that transformers' Siglip2ImageProcessor(Pil) reads, with these settings."""
+        return {"image_processor_type": "Siglip2ImageProcessor", "processor_class": "Siglip2Processor",
+                "do_resize": True, "resample": int(self.resample), "do_rescale": True,
+                "rescale_factor": self.rescale_factor, "do_normalize": True, "image_mean": self.image_mean,
+                "image_std": self.image_std, "do_convert_rgb": True, "patch_size": self.patch_size,
+                "max_num_patches": self.max_num_patches}
+
+    def save_pretrained(self, folder):
+        """preprocessor_config.json in folder."""
+        Path(folder).mkdir(parents=True, exist_ok=True)
+        (Path(folder) / "preprocessor_config.json").write_text(json.dumps(self.to_dict(), indent=2) + "\n")
+
+    def image_patches(self, rgb, max_num_patches):
+        """(patches (rows * cols, p*p*3) float32, (rows, cols)) of one RGB PIL image: Siglip2ImageProcessorPil's
+        _preprocess for one image, before padding."""
+        width, height = rgb.size
+        size = naflex_size(height, width, self.patch_size, max_num_patches)
+        pixels = resize(rgb, size, self.resample)  # (H, W, 3) uint8
+        values = self.lookup_table[RGB, pixels]  # (H, W, 3) float32: rescaled and normalised
+        return to_patches(values, self.patch_size), (size[0] // self.patch_size, size[1] // self.patch_size)
+
+    def __call__(self, images, max_num_patches=None):
+        """NaflexInputs from one image or a list of them, each padded to max_num_patches patches (this call's, else
+        the processor's). Errors name the item: by its path when it is one, else by its index in the list."""
+        max_num_patches = self.max_num_patches if max_num_patches is None else read_positive_int(
+            max_num_patches, "max_num_patches")
+        single = not isinstance(images, (list, tuple))
+        images = [images] if single else list(images)
+        if not images:
+            raise InputError("no images: got an empty list")
+        patch_values = 3 * self.patch_size ** 2
+        pixel_values = np.zeros((len(images), max_num_patches, patch_values), dtype=np.float32)  # (B, N, 3*p*p)
+        pixel_attention_mask = np.zeros((len(images), max_num_patches), dtype=np.int32)  # (B, N)
+        spatial_shapes = np.zeros((len(images), 2), dtype=np.int64)  # (B, 2): rows, cols
+        for index, item in enumerate(images):
+            rgb = to_rgb_image(item, None if single else index)
+            patches, spatial_shapes[index] = self.image_patches(rgb, max_num_patches)  # (n, 3*p*p)
+            check_patch_count(len(patches), max_num_patches, name_of(item, None if single else index))
+            pixel_values[index, :len(patches)] = patches
+            pixel_attention_mask[index, :len(patches)] = 1
+        return NaflexInputs(pixel_values, pixel_attention_mask, spatial_shapes)
