@@ -54,9 +54,12 @@ class SiglipVisionConfig:
     layer_norm_eps: float = 1e-6
     hidden_act: str = "gelu_pytorch_tanh"
     vision_use_head: bool = True  # False in the towers VLMs take (PaliGemma, Idefics3): no MAP head, no pooled output
+    num_patches: int = None  # SigLIP 2 NaFlex: its learned position grid has num_patches = g * g entries; None else
 
     def __post_init__(self):
         check_config(self, "vision_config")
+        if self.num_patches is not None and math.isqrt(self.num_patches) ** 2 != self.num_patches:
+            raise InputError(f"vision_config.num_patches={self.num_patches} is not a square (the position grid is g x g)")
         # image_size need not be a multiple of patch_size: so400m-patch14-384 has 384 = 27 * 14 + 6, and its
         # 'valid' convolution ignores the last 6 pixel rows and columns (big_vision and transformers alike).
         if self.image_size < self.patch_size:
@@ -112,9 +115,10 @@ class SiglipConfig:
 
     @classmethod
     def from_hf(cls, config):
-        """From a transformers SiglipConfig dict (config.json). Keys we do not use are ignored."""
-        if config.get("model_type", "siglip") != "siglip":
-            raise InputError(f"model_type {config['model_type']!r} is not SigLIP ('siglip')")
+        """From a transformers SiglipConfig or Siglip2Config dict (config.json). Keys we do not use are ignored."""
+        model_type = config.get("model_type", "siglip")
+        if model_type not in ("siglip", "siglip2"):
+            raise InputError(f"model_type {model_type!r} is not two-tower SigLIP ('siglip', or 'siglip2' for NaFlex)")
         extra = json_object(config, "siglip_min")
         template = extra.get("template")
         if template is not None and not isinstance(template, str):
@@ -122,20 +126,42 @@ class SiglipConfig:
         id2label = json_object(config, "id2label")
         if not all(str(k).isdigit() for k in id2label):
             raise InputError(f"id2label keys must be class numbers, got {sorted(id2label)}")
+        vision = json_object(config, "vision_config")
+        if model_type == "siglip2":  # NaFlex; transformers' Siglip2VisionConfig defaults num_patches to 256
+            vision = {"num_patches": NAFLEX_NUM_PATCHES, **vision}
         return cls(text_config=known_fields(SiglipTextConfig, json_object(config, "text_config")),
-                   vision_config=known_fields(SiglipVisionConfig, json_object(config, "vision_config")),
+                   vision_config=known_fields(SiglipVisionConfig, vision),
                    prompt_template=template, id2label={int(k): v for k, v in id2label.items()} or None)
 
     def to_hf(self, architecture="SiglipModel", dtype=torch.float32):
-        """The config.json that transformers reads for `architecture` ("SiglipModel", ...) saved in `dtype`."""
-        config = {"architectures": [architecture], "model_type": "siglip", "text_config": asdict(self.text_config),
-                  "vision_config": asdict(self.vision_config), "dtype": str(dtype).removeprefix("torch.")}
+        """The config.json that transformers reads for `architecture` ("SiglipModel", ...) saved in `dtype`; for
+        NaFlex, its Siglip2 class ("Siglip2Model", ...) and model_type."""
+        naflex = self.vision_config.num_patches is not None
+        config = {"architectures": [hf_architecture(architecture, naflex)], "model_type": "siglip2" if naflex else "siglip",
+                  "text_config": asdict(self.text_config), "vision_config": vision_config_json(self.vision_config),
+                  "dtype": str(dtype).removeprefix("torch.")}
         if self.prompt_template is not None:
             config["siglip_min"] = {"template": self.prompt_template}
         if self.id2label is not None:
             config["id2label"] = {str(i): name for i, name in self.id2label.items()}
             config["label2id"] = {name: i for i, name in self.id2label.items()}
         return config
+
+
+NAFLEX_NUM_PATCHES = 256  # transformers' Siglip2VisionConfig default
+
+
+def hf_architecture(architecture, naflex):
+    """transformers' class for `architecture` ("SiglipModel", ...): its Siglip2 twin for NaFlex."""
+    return architecture.replace("Siglip", "Siglip2", 1) if naflex else architecture
+
+
+def vision_config_json(config):
+    """The vision config's fields as transformers has them: no num_patches for fixed resolution, no image_size for
+    NaFlex (Siglip2VisionConfig has none: images come at their own size)."""
+    values = asdict(config)
+    del values["image_size" if config.num_patches is not None else "num_patches"]
+    return values
 
 
 def json_object(config, key):
@@ -157,6 +183,8 @@ def check_config(config, where):
     int, every float a positive number, the width divisible by the heads, SigLIP's GELU."""
     for f in fields(config):
         value, is_int = getattr(config, f.name), isinstance(getattr(config, f.name), int)
+        if value is None and f.default is None:
+            continue  # an optional field left out
         if f.type is int and not (is_int and not isinstance(value, bool) and value > 0):
             raise InputError(f"{where}.{f.name} must be a positive int, got {value!r}")
         if f.type is bool and not isinstance(value, bool):
@@ -290,6 +318,45 @@ class VisionEmbeddings(nn.Module):
         return grid.permute(0, 2, 3, 1).reshape(rows * cols, D)  # (N', D)
 
 
+class NaFlexEmbeddings(nn.Module):
+    """SigLIP 2 NaFlex: patches at the image's own aspect ratio (transformers Siglip2VisionEmbeddings).
+
+    The image comes cut into patches already, flattened (p, p, C) and padded to N (preprocess.py), so the patch
+    embedding is a Linear, the conv's weights laid out that way. The learned g x g position grid is resized to each
+    image's rows x cols patch grid, bilinear with antialiasing (align_corners=False), as transformers and big_vision
+    do; padded positions take position 0's, as transformers gives them. They are masked out of every attention.
+    """
+
+    def __init__(self, config):
+        super().__init__()
+        patch_pixels = config.num_channels * config.patch_size * config.patch_size
+        self.grid = math.isqrt(config.num_patches)
+        self.patch = nn.Linear(patch_pixels, config.hidden_size)
+        self.pos = nn.Parameter(torch.zeros(config.num_patches, config.hidden_size))  # (g * g, D)
+
+    def forward(self, pixel_values, spatial_shapes):  # pixel_values (B, N, C*p*p), spatial_shapes (B, 2)
+        x = self.patch(pixel_values.to(self.patch.weight.dtype))  # (B, N, D)
+        return x + self.resized_positions(spatial_shapes, x.shape[1]).to(x.dtype)  # (B, N, D)
+
+    def resized_positions(self, spatial_shapes, length):
+        """(B, length, D): each image's rows x cols resized grid, row-major, then position 0's for the padding.
+
+        In float32 whatever the model's dtype, as transformers computes it: CPU has no antialiased resize in half
+        precision ("upsample_bilinear2d_aa" is not implemented for 'Half' on torch 2.x).
+        """
+        D = self.pos.shape[-1]
+        grid = self.pos.float().reshape(1, self.grid, self.grid, D).permute(0, 3, 1, 2)  # (1, D, g, g)
+        images = []
+        for rows, cols in spatial_shapes.tolist():
+            if not 0 < rows * cols <= length or rows < 1:
+                raise InputError(f"spatial_shapes ({rows}, {cols}) does not fit the {length} patches of pixel_values")
+            resized = F.interpolate(grid, size=(rows, cols), mode="bilinear", align_corners=False,
+                                    antialias=True)  # (1, D, rows, cols)
+            resized = resized.reshape(D, rows * cols).T  # (rows * cols, D)
+            images.append(torch.cat([resized, resized[:1].expand(length - rows * cols, D)]))  # (length, D)
+        return torch.stack(images)  # (B, length, D)
+
+
 class MAPHead(nn.Module):
     """Multihead attention pooling: a learned probe attends over all tokens, then a residual MLP.
 
@@ -307,57 +374,103 @@ class MAPHead(nn.Module):
         self.norm = layer_norm(D, config.layer_norm_eps)
         self.mlp = MLP(config)
 
-    def forward(self, x):  # x (B, N, D)
+    def forward(self, x, keep=None):  # x (B, N, D), keep (B, 1, 1, N) or None: NaFlex's padding mask
         w_q, w_k, w_v = self.in_proj.weight.chunk(3)  # 3 x (D, D)
         b_q, b_k, b_v = self.in_proj.bias.chunk(3)  # 3 x (D,)
         probe = self.probe.expand(x.shape[0], -1, -1)  # (B, 1, D)
         q = split_heads(F.linear(probe, w_q, b_q), self.num_heads)  # (B, H, 1, Dh)
         k = split_heads(F.linear(x, w_k, b_k), self.num_heads)  # (B, H, N, Dh)
         v = split_heads(F.linear(x, w_v, b_v), self.num_heads)  # (B, H, N, Dh)
-        y = self.out_proj(merge_heads(attend(q, k, v, None, self.attn_implementation)))  # (B, 1, D)
+        y = self.out_proj(merge_heads(attend(q, k, v, keep, self.attn_implementation)))  # (B, 1, D)
         y = y + self.mlp(self.norm(y))  # (B, 1, D)
         return y[:, 0]  # (B, D)
 
 
 class VisionTower(nn.Module):
-    """Embeddings -> blocks -> post LayerNorm -> MAP head (transformers SiglipVisionModel).
+    """Embeddings -> blocks -> post LayerNorm -> MAP head (transformers SiglipVisionModel, Siglip2VisionModel).
 
-    Without config.vision_use_head (the towers inside VLMs) there is no MAP head and no pooled output.
+    Without config.vision_use_head (the towers inside VLMs) there is no MAP head and no pooled output. With
+    config.num_patches (SigLIP 2 NaFlex) the embeddings are NaFlexEmbeddings, and pixel_attention_mask (B, N) masks
+    the padded patches as keys in every block and in the MAP head; a padded patch still gets outputs, unused.
     """
 
     def __init__(self, config, attn_implementation):
         super().__init__()
-        self.embed = VisionEmbeddings(config)
+        self.embed = NaFlexEmbeddings(config) if config.num_patches is not None else VisionEmbeddings(config)
         self.blocks = encoder_blocks(config, attn_implementation)
         self.norm = layer_norm(config.hidden_size, config.layer_norm_eps)
         self.head = MAPHead(config, attn_implementation) if config.vision_use_head else None
 
-    def hidden_states(self, pixel_values, interpolate_pos_encoding=False, kept_patches=None):
+    def hidden_states(self, pixel_values, interpolate_pos_encoding=False, kept_patches=None,
+                      pixel_attention_mask=None, spatial_shapes=None):
         """Yields the embeddings, then each block's output, (B, N, D) each: transformers' hidden_states, one by one.
 
         kept_patches (B, K), training only: the indices of the patches each image keeps, the others are left out
         before the blocks (patch dropout, [4] §3); the MAP head then pools the K that are left.
         """
-        check_pixel_values(pixel_values, self.embed.patch.in_channels)
-        x = self.embed(pixel_values, interpolate_pos_encoding)  # (B, N, D)
+        keep = self.check_inputs(pixel_values, interpolate_pos_encoding, kept_patches, pixel_attention_mask,
+                                 spatial_shapes)  # (B, 1, 1, N) or None
+        if keep is not None:
+            x = self.embed(pixel_values, spatial_shapes)  # (B, N, D)
+        else:
+            x = self.embed(pixel_values, interpolate_pos_encoding)  # (B, N, D)
         if kept_patches is not None:
             x = x.gather(1, kept_patches[:, :, None].expand(-1, -1, x.shape[-1]))  # (B, K, D)
         yield x
         for block in self.blocks:
-            x = block(x)  # (B, N, D)
+            x = block(x, keep)  # (B, N, D)
             yield x
 
-    def last_hidden_state(self, pixel_values, interpolate_pos_encoding=False, kept_patches=None):
+    def last_hidden_state(self, pixel_values, interpolate_pos_encoding=False, kept_patches=None,
+                          pixel_attention_mask=None, spatial_shapes=None):
         """Every token after the final LayerNorm: (B, N, D), transformers' last_hidden_state."""
-        for x in self.hidden_states(pixel_values, interpolate_pos_encoding, kept_patches):
+        for x in self.hidden_states(pixel_values, interpolate_pos_encoding, kept_patches, pixel_attention_mask,
+                                    spatial_shapes):
             pass  # keeps only the latest: no list of every layer's output in memory
         return self.norm(x)  # (B, N, D)
 
-    def forward(self, pixel_values, interpolate_pos_encoding=False, kept_patches=None):
+    def forward(self, pixel_values, interpolate_pos_encoding=False, kept_patches=None, pixel_attention_mask=None,
+                spatial_shapes=None):
         if self.head is None:
             raise InputError("this vision tower has no MAP head (vision_use_head is false), so no pooled image "
                              "features; take the tokens: SiglipVisionModel(...)(pixel_values)")
-        return self.head(self.last_hidden_state(pixel_values, interpolate_pos_encoding, kept_patches))  # (B, D)
+        tokens = self.last_hidden_state(pixel_values, interpolate_pos_encoding, kept_patches, pixel_attention_mask,
+                                        spatial_shapes)  # (B, N, D)
+        keep = None if pixel_attention_mask is None else pixel_attention_mask.bool()[:, None, None, :]  # (B, 1, 1, N)
+        return self.head(tokens, keep)  # (B, D)
+
+    def check_inputs(self, pixel_values, interpolate_pos_encoding, kept_patches, pixel_attention_mask,
+                     spatial_shapes):
+        """The shapes of the inputs this tower takes (not their values); NaFlex's padding mask as the keys to keep
+        (B, 1, 1, N), None for a fixed-resolution tower."""
+        if not isinstance(self.embed, NaFlexEmbeddings):
+            if pixel_attention_mask is not None or spatial_shapes is not None:
+                raise InputError("pixel_attention_mask and spatial_shapes are for NaFlex models (model_type siglip2); "
+                                 "this one takes whole images, pixel_values (B, C, H, W)")
+            check_pixel_values(pixel_values, self.embed.patch.in_channels)
+            return None
+        if interpolate_pos_encoding or kept_patches is not None:
+            raise InputError("interpolate_pos_encoding and kept_patches are for fixed-resolution models; NaFlex "
+                             "resizes its positions to every image")
+        return naflex_keys_to_keep(pixel_values, pixel_attention_mask, spatial_shapes, self.embed.patch.in_features)
+
+
+def naflex_keys_to_keep(pixel_values, pixel_attention_mask, spatial_shapes, patch_pixels):
+    """NaFlex inputs checked by shape: pixel_values (B, N, C*p*p), pixel_attention_mask (B, N) of 1/0, spatial_shapes
+    (B, 2) of (rows, cols); the mask as keys to keep (B, 1, 1, N), as transformers' create_bidirectional_mask."""
+    if not torch.is_tensor(pixel_values) or pixel_values.dim() != 3 or pixel_values.shape[-1] != patch_pixels:
+        shape = tuple(pixel_values.shape) if hasattr(pixel_values, "shape") else type(pixel_values).__name__
+        raise InputError(f"NaFlex pixel_values must be a tensor (B, N, {patch_pixels}): patches as "
+                         f"preprocess.Siglip2ImageProcessor cuts them; got {shape}")
+    B, N = pixel_values.shape[:2]
+    if pixel_attention_mask is None or spatial_shapes is None:
+        raise InputError("a NaFlex model needs pixel_attention_mask (B, N) and spatial_shapes (B, 2) with "
+                         "pixel_values, as preprocess.Siglip2ImageProcessor returns them")
+    if tuple(pixel_attention_mask.shape) != (B, N) or tuple(spatial_shapes.shape) != (B, 2):
+        raise InputError(f"pixel_values {tuple(pixel_values.shape)} wants pixel_attention_mask ({B}, {N}) and "
+                         f"spatial_shapes ({B}, 2), got {tuple(pixel_attention_mask.shape)} and "
+                         f"{tuple(spatial_shapes.shape)}")
+    return pixel_attention_mask.bool()[:, None, None, :]  # (B, 1, 1, N)
 
 
 def check_pixel_values(pixel_values, channels):
@@ -532,6 +645,8 @@ def init_from_scratch(module):
         # Drawn and then replaced: the draw keeps every later one, and so train.py's shipped model, as they were.
         nn.init.normal_(module.pos, std=module.pos.shape[-1] ** -0.5)
         module.pos.copy_(sincos_2d(module.grid, module.pos.shape[-1]))
+    elif isinstance(module, NaFlexEmbeddings):
+        nn.init.normal_(module.pos, std=module.pos.shape[-1] ** -0.5)
     elif isinstance(module, MAPHead):
         nn.init.normal_(module.probe, std=module.probe.shape[-1] ** -0.5)
 
@@ -560,15 +675,19 @@ class SiglipModel(nn.Module):
         for module in self.modules():
             init_from_scratch(module)
 
-    def get_image_features(self, pixel_values, interpolate_pos_encoding=False):
-        return self.vision(pixel_values, interpolate_pos_encoding)  # (B, D), not normalised
+    def get_image_features(self, pixel_values, pixel_attention_mask=None, spatial_shapes=None,
+                           interpolate_pos_encoding=False):
+        """(B, D), not normalised. NaFlex models take the patches with pixel_attention_mask and spatial_shapes."""
+        return self.vision(pixel_values, interpolate_pos_encoding, None, pixel_attention_mask, spatial_shapes)
 
     def get_text_features(self, input_ids, attention_mask=None):
         return self.text(input_ids, attention_mask)  # (B, P), not normalised
 
     def forward(self, input_ids, pixel_values, attention_mask=None, interpolate_pos_encoding=False,
-                return_loss=False):
-        image_embeds = l2_normalize(self.vision(pixel_values, interpolate_pos_encoding))  # (B_img, D)
+                return_loss=False, pixel_attention_mask=None, spatial_shapes=None):
+        image_features = self.get_image_features(pixel_values, pixel_attention_mask, spatial_shapes,
+                                                 interpolate_pos_encoding)  # (B_img, D)
+        image_embeds = l2_normalize(image_features)  # (B_img, D)
         text_embeds = l2_normalize(self.text(input_ids, attention_mask))  # (B_txt, D)
         logits_per_text = self.logits_per_text(image_embeds, text_embeds)  # (B_txt, B_img)
         loss = sigmoid_loss(image_embeds, text_embeds, self.logit_scale, self.logit_bias) if return_loss else None
@@ -604,9 +723,13 @@ class SiglipClassifier(nn.Module):
         for module in self.modules():
             init_from_scratch(module)
 
-    def forward(self, pixel_values, interpolate_pos_encoding=False):
-        tokens = self.vision.last_hidden_state(pixel_values, interpolate_pos_encoding)  # (B, N, D)
-        return self.classifier(tokens.mean(dim=1))  # (B, num_labels)
+    def forward(self, pixel_values, pixel_attention_mask=None, spatial_shapes=None, interpolate_pos_encoding=False):
+        tokens = self.vision.last_hidden_state(pixel_values, interpolate_pos_encoding, None, pixel_attention_mask,
+                                               spatial_shapes)  # (B, N, D)
+        if pixel_attention_mask is None:
+            return self.classifier(tokens.mean(dim=1))  # (B, num_labels)
+        real = pixel_attention_mask[..., None].to(tokens.dtype)  # (B, N, 1): NaFlex averages the real patches only
+        return self.classifier((tokens * real).sum(dim=1) / real.sum(dim=1))  # (B, num_labels)
 
     @classmethod
     def from_pretrained(cls, path_or_repo_id, device="cpu", dtype=torch.float32, attn_implementation="sdpa"):
@@ -630,17 +753,21 @@ class SiglipVisionModel(nn.Module):
         for module in self.modules():
             init_from_scratch(module)
 
-    def forward(self, pixel_values, interpolate_pos_encoding=False, output_hidden_states=False):
+    def forward(self, pixel_values, pixel_attention_mask=None, spatial_shapes=None, interpolate_pos_encoding=False,
+                output_hidden_states=False):
         """last_hidden_state (B, N, D); with output_hidden_states, also transformers' hidden_states: the embeddings
         and every block's output before the final LayerNorm, num_hidden_layers + 1 tensors (B, N, D). VLMs often
         take hidden_states[-2], the second to last block's output."""
+        inputs = (pixel_values, interpolate_pos_encoding, None, pixel_attention_mask, spatial_shapes)
         if not output_hidden_states:
-            return self.vision.last_hidden_state(pixel_values, interpolate_pos_encoding)  # (B, N, D)
-        hidden_states = tuple(self.vision.hidden_states(pixel_values, interpolate_pos_encoding))  # L + 1 x (B, N, D)
+            return self.vision.last_hidden_state(*inputs)  # (B, N, D)
+        hidden_states = tuple(self.vision.hidden_states(*inputs))  # L + 1 x (B, N, D)
         return self.vision.norm(hidden_states[-1]), hidden_states  # (B, N, D), L + 1 x (B, N, D)
 
-    def get_image_features(self, pixel_values, interpolate_pos_encoding=False):
-        return self.vision(pixel_values, interpolate_pos_encoding)  # (B, D), transformers' pooler_output
+    def get_image_features(self, pixel_values, pixel_attention_mask=None, spatial_shapes=None,
+                           interpolate_pos_encoding=False):
+        """(B, D), transformers' pooler_output."""
+        return self.vision(pixel_values, interpolate_pos_encoding, None, pixel_attention_mask, spatial_shapes)
 
     @classmethod
     def from_pretrained(cls, path_or_repo_id, device="cpu", dtype=torch.float32, attn_implementation="sdpa"):
@@ -752,19 +879,20 @@ def read_config(folder):
         model_type = values.get("model_type", "siglip")
         if model_type == "siglip_vision_model":
             return known_fields(SiglipVisionConfig, values), values.get("architectures") or []
-        if model_type == "siglip_text_model":
+        if model_type == "siglip2_vision_model":
+            return known_fields(SiglipVisionConfig, {"num_patches": NAFLEX_NUM_PATCHES, **values}), \
+                values.get("architectures") or []
+        if model_type in ("siglip_text_model", "siglip2_text_model"):
             return known_fields(SiglipTextConfig, values), values.get("architectures") or []
-        if model_type != "siglip":
+        if model_type not in ("siglip", "siglip2"):
             raise InputError(f"model_type {model_type!r}: {OTHER_KINDS.get(model_type, 'not SigLIP')}; siglip-min "
-                             f"reads model_type siglip, siglip_vision_model and siglip_text_model")
+                             f"reads model_type siglip and siglip2, and their _vision_model and _text_model")
         return SiglipConfig.from_hf(values), values.get("architectures") or []
     except InputError as e:
         raise InputError(f"{path}: {e}") from None
 
 
 OTHER_KINDS = {  # what a refused config.json holds, said in one line
-    "siglip2": "SigLIP 2 NaFlex (native aspect ratio) is not supported yet; SigLIP 2's fixed-resolution "
-               "checkpoints (model_type siglip) are",
     "clip": "a CLIP checkpoint (class-token pooling, softmax loss), not SigLIP",
 }
 
@@ -774,7 +902,7 @@ def config_for(model_class, config, architectures=()):
     `architectures` (config.json's) tells an image classifier's folder, which has no text tower, from a two-tower one."""
     if isinstance(config, SiglipConfig) and model_class is SiglipVisionModel:
         return config.vision_config
-    classifier = "SiglipForImageClassification" in architectures
+    classifier = any(name.endswith("ForImageClassification") for name in architectures)
     if isinstance(config, SiglipConfig) and classifier != (model_class is SiglipClassifier):
         raise InputError(f"the checkpoint holds a {'SiglipForImageClassification' if classifier else 'SiglipModel'}, "
                          f"{model_class.__name__} cannot be built from it; siglip_min.from_pretrained builds the "
@@ -926,8 +1054,12 @@ def config_to_hf(config, architecture, dtype):
     """config.json for `architecture`: a two-tower config's to_hf, or a single tower's fields at the top level."""
     if isinstance(config, SiglipConfig):
         return config.to_hf(architecture, dtype)
-    model_type = "siglip_vision_model" if isinstance(config, SiglipVisionConfig) else "siglip_text_model"
-    return {"architectures": [architecture], "model_type": model_type, **asdict(config),
+    if isinstance(config, SiglipTextConfig):
+        return {"architectures": [architecture], "model_type": "siglip_text_model", **asdict(config),
+                "dtype": str(dtype).removeprefix("torch.")}
+    naflex = config.num_patches is not None
+    return {"architectures": [hf_architecture(architecture, naflex)],
+            "model_type": "siglip2_vision_model" if naflex else "siglip_vision_model", **vision_config_json(config),
             "dtype": str(dtype).removeprefix("torch.")}
 
 
@@ -1321,7 +1453,8 @@ def from_pretrained(path_or_repo_id, device="cpu", dtype=torch.float32, attn_imp
     config, architectures = read_config(folder)
     model_class = {SiglipVisionConfig: SiglipVisionModel, SiglipTextConfig: SiglipTextModel}.get(type(config))
     if model_class is None:
-        model_class = SiglipClassifier if "SiglipForImageClassification" in architectures else SiglipModel
+        is_classifier = any(name.endswith("ForImageClassification") for name in architectures)
+        model_class = SiglipClassifier if is_classifier else SiglipModel
     return load_pretrained(model_class, folder, device, dtype, attn_implementation, (config, architectures))
 
 
@@ -1340,13 +1473,17 @@ DEFAULT_TEMPLATE = "This is a photo of {}."  # transformers' zero-shot-image-cla
 
 def embed_images(model, processor, images):
     """L2-normalised image embeddings (B, D) in the model's dtype and device; images as `processor` takes them."""
-    return embed_pixels(model, processor(images))  # (B, D)
+    inputs = processor(images)  # pixel_values, or NaFlex's (pixel_values, pixel_attention_mask, spatial_shapes)
+    return embed_pixels(model, *inputs) if isinstance(inputs, tuple) else embed_pixels(model, inputs)  # (B, D)
 
 
-def embed_pixels(model, pixel_values):
-    """L2-normalised image embeddings (B, D) of NumPy pixel_values (B, 3, H, W)."""
+def embed_pixels(model, pixel_values, pixel_attention_mask=None, spatial_shapes=None):
+    """L2-normalised image embeddings (B, D) of NumPy pixel_values (B, 3, H, W), or of NaFlex's three arrays."""
+    device = device_of(model)
+    tensors = [None if a is None else torch.from_numpy(a).to(device)
+               for a in (pixel_values, pixel_attention_mask, spatial_shapes)]
     with torch.no_grad():
-        features = model.get_image_features(torch.from_numpy(pixel_values).to(device_of(model)))  # (B, D)
+        features = model.get_image_features(*tensors)  # (B, D)
     return l2_normalize(features)  # (B, D)
 
 

@@ -511,27 +511,6 @@ def test_refuses_clip(tmp_path):
         assert "\n" not in str(error.value)
 
 
-def test_refuses_siglip2_naflex(tmp_path):
-    config = transformers.Siglip2Config(
-        text_config=dict(hidden_size=16, intermediate_size=8, num_hidden_layers=1, num_attention_heads=2,
-                         vocab_size=10),
-        vision_config=dict(hidden_size=16, intermediate_size=8, num_hidden_layers=1, num_attention_heads=2,
-                           patch_size=4, num_patches=4))
-    transformers.Siglip2Model(config).save_pretrained(tmp_path)
-    for load in (sm.from_pretrained, sm.SiglipModel.from_pretrained, sm.SiglipTextModel.from_pretrained):
-        with pytest.raises(sm.InputError, match=r"model_type 'siglip2': SigLIP 2 NaFlex") as error:
-            load(tmp_path)
-        assert "\n" not in str(error.value)
-
-
-def test_refuses_a_siglip2_single_tower(tmp_path):
-    config = transformers.Siglip2VisionConfig(hidden_size=16, intermediate_size=8, num_hidden_layers=1,
-                                              num_attention_heads=2, patch_size=4, num_patches=4)
-    transformers.Siglip2VisionModel(config).save_pretrained(tmp_path)
-    with pytest.raises(sm.InputError, match=r"model_type 'siglip2_vision_model'"):
-        sm.from_pretrained(tmp_path)
-
-
 def test_refuses_pickled_weights_only(tmp_path):
     torch.save({"logit_scale": torch.zeros(1)}, tmp_path / "pytorch_model.bin")
     with pytest.raises(sm.InputError, match=r"holds pytorch_model\.bin") as error:
