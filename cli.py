@@ -9,6 +9,7 @@
 unreadable image) are printed as one line and exit 2; anything else is a bug and keeps its traceback.
 """
 import argparse
+import functools
 import json
 import os
 import sys
@@ -20,7 +21,7 @@ import torch
 
 import siglip_min as sm
 from hub import InputError
-from preprocess import SiglipImageProcessor
+from preprocess import Siglip2ImageProcessor, processor_for_checkpoint
 from tokenizer import SiglipTokenizer
 
 DEFAULT_MODEL = Path(__file__).resolve().parent / "checkpoints" / "siglip-tiny-shapes"
@@ -52,6 +53,8 @@ def build_parser():
                                             "(a big_vision .npz holds none)")
     common.add_argument("--image-size", type=int, help="a big_vision .npz's image size, when its shapes cannot tell "
                                                        "(so400m/14 at 384: its 27 x 27 patches cover 378 px)")
+    common.add_argument("--max-num-patches", type=int, help="NaFlex (SigLIP 2): the patches an image may take at "
+                                                            "its own aspect ratio (default: the checkpoint's)")
     common.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default cpu)")
     common.add_argument("--dtype", default="float32", choices=sm.DTYPES)
     common.add_argument("--attn", default="sdpa", choices=sm.ATTN_IMPLEMENTATIONS, help="attention implementation")
@@ -110,7 +113,8 @@ def load_model(args, needs):
         raise InputError(f"--model {args.model}: a {type(model).__name__}, which cannot embed {' or '.join(lacking)}"
                          + (" (it has no MAP head)" if "images" in lacking and hasattr(model, "vision") else ""))
     tokenizer = read_tokenizer(args.tokenizer, location) if "texts" in needs else None
-    return model, tokenizer, image_processor(location, model) if "images" in needs else None
+    processor = image_processor(location, model, args.max_num_patches) if "images" in needs else None
+    return model, tokenizer, processor
 
 
 def can_embed(model, what):
@@ -128,13 +132,18 @@ def read_tokenizer(tokenizer_folder, location):
     return SiglipTokenizer.from_pretrained(tokenizer_folder or location)
 
 
-def image_processor(location, model):
-    """The folder's preprocessor_config.json; else SigLIP's preprocessing at the model's image size (as transformers
-    does without the file, and what .npz files and open_clip's SigLIP configs use: bicubic, mean and std 0.5)."""
-    if (location / "preprocessor_config.json").is_file():
-        return SiglipImageProcessor.from_pretrained(location)
+def image_processor(location, model, max_num_patches=None):
+    """The folder's preprocessor_config.json; else SigLIP's preprocessing for the model (as transformers does without
+    the file, and what .npz files and open_clip's SigLIP configs use: bicubic, mean and std 0.5; NaFlex: patches up
+    to num_patches). max_num_patches (--max-num-patches) overrides a NaFlex processor's."""
     config = model.config.vision_config if hasattr(model.config, "vision_config") else model.config
-    return SiglipImageProcessor(size=config.image_size)
+    processor = processor_for_checkpoint(location, config.image_size, config.patch_size, config.num_patches)
+    if max_num_patches is None:
+        return processor
+    if not isinstance(processor, Siglip2ImageProcessor):
+        raise InputError(f"--max-num-patches is for NaFlex models (model_type siglip2); --model {location} takes "
+                         f"whole images")
+    return functools.partial(processor, max_num_patches=max_num_patches)
 
 
 def read_lines(path, option):
@@ -193,7 +202,7 @@ def run_classify(args):
         pixels, readable = read_images(processor, chunk, skipped)
         if readable:
             with torch.no_grad():
-                logits = model.logits_per_text(sm.embed_pixels(model, pixels), text_embeds).T.float()  # (b, C)
+                logits = model.logits_per_text(sm.embed_pixels(model, *pixels), text_embeds).T.float()  # (b, C)
             print_scores(args, readable, labels, logits)
     report_skipped(skipped, len(args.images))
 
@@ -274,7 +283,7 @@ def run_embed(args):
         else:
             pixels, readable = read_images(processor, chunk, skipped)
             if readable:
-                rows.append(sm.embed_pixels(model, pixels).float().cpu().numpy())
+                rows.append(sm.embed_pixels(model, *pixels).float().cpu().numpy())
                 kept += readable
         progress(len(kept) + len(skipped), len(items), started)
     if sys.stderr.isatty():
@@ -328,15 +337,20 @@ def write_both(rows_path, rows, sidecar, items):
 
 
 def read_images(processor, paths, skipped):
-    """pixel_values of the readable paths, and those paths; why each other one cannot be read goes to skipped."""
+    """The image arrays of the readable paths (pixel_values, or NaFlex's three arrays), and those paths; why each
+    other one cannot be read goes to skipped."""
     pixels, readable = [], []
     for path in paths:
         try:
-            pixels.append(processor(path))  # (1, 3, H, W)
+            pixels.append(processor(path))  # (1, 3, H, W), or NaflexInputs of (1, N, 3*p*p), (1, N), (1, 2)
             readable.append(path)
         except (OSError, InputError) as e:  # the message names the file
             skipped.append(" ".join(str(e).split()))
-    return (np.concatenate(pixels) if pixels else None), readable
+    if not pixels:
+        return None, readable
+    if isinstance(pixels[0], tuple):  # NaFlex: each array joined over the images
+        return tuple(np.concatenate(arrays) for arrays in zip(*pixels)), readable
+    return (np.concatenate(pixels),), readable
 
 
 def report_skipped(skipped, total):

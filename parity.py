@@ -27,6 +27,7 @@ Traces come from the model's one forward pass, through forward hooks: there is n
 """
 import argparse
 import json
+import math
 import subprocess
 import sys
 import tempfile
@@ -37,10 +38,10 @@ import torch
 
 import siglip_min as sm
 from hub import InputError
-from preprocess import SiglipImageProcessor
+from preprocess import NaflexInputs, Siglip2ImageProcessor, processor_for_checkpoint
 from tokenizer import SiglipTokenizer
 
-INPUT_NAMES = ("pixel_values", "input_ids", "attention_mask")
+INPUT_NAMES = ("pixel_values", "pixel_attention_mask", "spatial_shapes", "input_ids", "attention_mask")
 VISION_STAGES = ("patch_embeds", "embeddings", "layers", "post_layernorm", "pooled")
 TEXT_STAGES = ("embeddings", "layers", "final_layer_norm", "pooled", "features")
 OUTPUT_NAMES = ("image_embeds", "text_embeds", "logits_per_image", "logits_per_text")
@@ -109,8 +110,7 @@ def hook_points(model):
 
     points = []
     if vision is not None:
-        points += [(vision.embed.patch, "vision.patch_embeds", lambda inputs, out: out.flatten(2).transpose(1, 2)),
-                   (vision.embed, "vision.embeddings", output)]
+        points += [(vision.embed.patch, "vision.patch_embeds", patch_tokens), (vision.embed, "vision.embeddings", output)]
         points += block_points("vision", vision.blocks)
         points += [(vision.norm, "vision.post_layernorm", output)]
         points += [(vision.head, "vision.pooled", output)] if vision.head is not None else []
@@ -123,21 +123,30 @@ def hook_points(model):
     return points
 
 
-def run_once(model, pixel_values=None, input_ids=None, attention_mask=None):
+def patch_tokens(inputs, out):
+    """The patch embedding's output as tokens (B, N, D): the conv's (B, D, H/p, W/p) flattened row-major, or NaFlex's
+    Linear output as it is."""
+    return out.flatten(2).transpose(1, 2) if out.dim() == 4 else out
+
+
+def run_once(model, pixel_values=None, input_ids=None, attention_mask=None, pixel_attention_mask=None,
+             spatial_shapes=None):
     """One forward of whatever `model` is, as far as its parts go: the whole two-tower model (outputs returned) when
     both inputs are given, else each tower given an input, through its pooling where it has one."""
+    naflex = {"pixel_attention_mask": pixel_attention_mask, "spatial_shapes": spatial_shapes}
     if pixel_values is not None and input_ids is not None and isinstance(model, sm.SiglipModel):
-        out = model(input_ids=input_ids, pixel_values=pixel_values, attention_mask=attention_mask)
+        out = model(input_ids=input_ids, pixel_values=pixel_values, attention_mask=attention_mask, **naflex)
         return {name: getattr(out, name) for name in OUTPUT_NAMES}
     if pixel_values is not None:
         pools = model.vision.head is not None and not isinstance(model, sm.SiglipClassifier)
-        model.get_image_features(pixel_values) if pools else model(pixel_values)
+        model.get_image_features(pixel_values, **naflex) if pools else model(pixel_values, **naflex)
     if input_ids is not None:
         model.get_text_features(input_ids, attention_mask)
     return {}
 
 
-def trace(model, pixel_values=None, input_ids=None, attention_mask=None):
+def trace(model, pixel_values=None, input_ids=None, attention_mask=None, pixel_attention_mask=None,
+          spatial_shapes=None):
     """Every activation of one real forward of a siglip-min model (any kind), as {name: float32 np.ndarray}, in
     pipeline order. With both inputs a two-tower model runs whole (embeds and logits included); else each tower given.
     """
@@ -156,7 +165,7 @@ def trace(model, pixel_values=None, input_ids=None, attention_mask=None):
     handles = [module.register_forward_hook(recorder(name, take)) for module, name, take in hook_points(model)]
     try:
         with torch.no_grad():
-            outputs = run_once(model, pixel_values, input_ids, attention_mask)
+            outputs = run_once(model, pixel_values, input_ids, attention_mask, pixel_attention_mask, spatial_shapes)
             activations.update({name: to_numpy(tensor) for name, tensor in outputs.items()})
     finally:
         for handle in handles:
@@ -179,7 +188,8 @@ def hf_towers(hf_model):
     return {"vision" if hasattr(hf_model.embeddings, "patch_embedding") else "text": hf_model}
 
 
-def trace_hf(hf_model, pixel_values=None, input_ids=None, attention_mask=None):
+def trace_hf(hf_model, pixel_values=None, input_ids=None, attention_mask=None, pixel_attention_mask=None,
+             spatial_shapes=None):
     """The same names from a transformers SigLIP model (any of the four), through output_hidden_states=True and
     forward hooks.
 
@@ -194,8 +204,8 @@ def trace_hf(hf_model, pixel_values=None, input_ids=None, attention_mask=None):
     def record(name, take):
         return lambda module, inputs, out: hooked.update({name: take(inputs, out)})
 
-    points = [(towers["vision"].embeddings.patch_embedding, "vision.patch_embeds",
-               lambda inputs, out: out.flatten(2).transpose(1, 2))] if "vision" in towers else []
+    points = [(towers["vision"].embeddings.patch_embedding, "vision.patch_embeds", patch_tokens)] \
+        if "vision" in towers else []
     for tower, module in towers.items():
         for i, layer in enumerate(module.encoder.layers):
             points += [(layer.self_attn.out_proj, f"{tower}.layers.{i}.attention", lambda inputs, out: inputs[0]),
@@ -204,33 +214,38 @@ def trace_hf(hf_model, pixel_values=None, input_ids=None, attention_mask=None):
     handles = [module.register_forward_hook(record(name, take)) for module, name, take in points]
     try:
         with torch.no_grad():
-            tensors = hf_outputs(hf_model, towers, pixel_values, input_ids, attention_mask)
+            naflex = {} if pixel_attention_mask is None else {"pixel_attention_mask": pixel_attention_mask,
+                                                              "spatial_shapes": spatial_shapes}
+            tensors = hf_outputs(hf_model, towers, pixel_values, input_ids, attention_mask, naflex)
     finally:
         for handle in handles:
             handle.remove()
     return in_pipeline_order({name: to_numpy(t) for name, t in {**hooked, **tensors}.items()})
 
 
-def hf_outputs(hf_model, towers, pixel_values, input_ids, attention_mask):
-    """Hidden states, pooled features and (two towers, both inputs) embeds and logits, under our names."""
+def hf_outputs(hf_model, towers, pixel_values, input_ids, attention_mask, naflex):
+    """Hidden states, pooled features and (two towers, both inputs) embeds and logits, under our names. naflex: the
+    padding mask and spatial shapes, for a Siglip2 model."""
     import transformers
 
     vision_out = text_out = None
     tensors = {}
-    if isinstance(hf_model, transformers.SiglipModel) and pixel_values is not None and input_ids is not None:
+    two_towers = isinstance(hf_model, (transformers.SiglipModel, transformers.Siglip2Model))
+    if two_towers and pixel_values is not None and input_ids is not None:
         out = hf_model(input_ids=input_ids, pixel_values=pixel_values, attention_mask=attention_mask,
-                       output_hidden_states=True)
+                       output_hidden_states=True, **naflex)
         vision_out, text_out = out.vision_model_output, out.text_model_output
         tensors = {name: getattr(out, name) for name in OUTPUT_NAMES}
     else:
         if pixel_values is not None:
-            vision_out = towers["vision"](pixel_values, output_hidden_states=True)
+            vision_out = towers["vision"](pixel_values=pixel_values, output_hidden_states=True, **naflex)
         if input_ids is not None:
             text_out = towers["text"](input_ids, attention_mask=attention_mask, output_hidden_states=True)
     if vision_out is not None:
         tensors.update({**tower_hidden_states("vision", vision_out.hidden_states),
                         "vision.post_layernorm": vision_out.last_hidden_state})
-        if vision_out.pooler_output is not None and not isinstance(hf_model, transformers.SiglipForImageClassification):
+        classifier = (transformers.SiglipForImageClassification, transformers.Siglip2ForImageClassification)
+        if vision_out.pooler_output is not None and not isinstance(hf_model, classifier):
             tensors["vision.pooled"] = vision_out.pooler_output
     if text_out is not None:
         tensors.update({**tower_hidden_states("text", text_out.hidden_states),
@@ -473,7 +488,8 @@ def compare(a, b, atol=DEFAULT_ATOL, rtol=DEFAULT_RTOL, dtypes=None, noise=None,
     dtypes = dtypes or {}
     computes = computes_in_low_precision(a, b, dtypes, atol, rtol)
     floor = noise() if noise and any(computes.values()) else {}
-    rows = [compare_row(name, a.get(name), b.get(name), atol, rtol,
+    real = real_patches(a.get("pixel_attention_mask"))
+    rows = [compare_row(name, real(name, a.get(name)), real(name, b.get(name)), atol, rtol,
                         dtypes.get(name, str(b[name].dtype) if name in b else "-"),
                         floor.get(name) if computes.get(tower_of(name)) else None)
             for name in sorted(set(a) | set(b), key=pipeline_position)]
@@ -483,6 +499,25 @@ def compare(a, b, atol=DEFAULT_ATOL, rtol=DEFAULT_RTOL, dtypes=None, noise=None,
         if first:
             first["hint"] = "; ".join(hints(first["name"], a, b[first["name"]], heads))
     return rows
+
+
+def real_patches(pixel_attention_mask):
+    """f(name, x): a NaFlex golden's vision tensors (B, N, ...) at its real patches only, (patches, ...); anything
+    else as it is. The padded positions' values feed nothing (every attention masks them), so they are left out of
+    the comparison."""
+    def real(name, x):
+        if pixel_attention_mask is None or x is None or not name.startswith("vision."):
+            return x
+        return x[pixel_attention_mask.astype(bool)] if x.shape[:2] == pixel_attention_mask.shape else x
+    return real
+
+
+def padding_note(a):
+    """A line saying that a NaFlex golden's vision rows hold the real patches only, else ""."""
+    if "pixel_attention_mask" not in a:
+        return ""
+    real = int(a["pixel_attention_mask"].sum())
+    return f"NaFlex: vision rows compare the {real} real patches (padding left out: every attention masks it)\n"
 
 
 def describe(row):
@@ -525,27 +560,39 @@ def parse_id_rows(rows, option):
     return np.array(parsed, dtype=np.int64)  # (B, L)
 
 
-def load_pixel_values(path):
+def load_pixel_values(path, naflex):
+    """{"pixel_values": (B, C, H, W)} from a .npy file; for a NaFlex model, the three arrays preprocess.py's
+    Siglip2ImageProcessor gives, from a .npz holding pixel_values, pixel_attention_mask and spatial_shapes."""
     if not Path(path).is_file():
         raise InputError(f"{path}: no such file")
     try:
-        pixel_values = np.load(path, allow_pickle=False)
-    except (ValueError, OSError) as e:
-        raise InputError(f"{path}: not a .npy array ({e})") from None
-    if pixel_values.ndim != 4 or not np.issubdtype(pixel_values.dtype, np.number):
-        raise InputError(f"{path}: pixel values must be a numeric array (B, C, H, W), got {pixel_values.shape} "
+        loaded = np.load(path, allow_pickle=False)
+        arrays = {name: loaded[name] for name in NaflexInputs._fields} if naflex else {"pixel_values": loaded}
+    except KeyError as e:
+        raise InputError(f"{path}: a NaFlex model's pixel values come as a .npz of "
+                         f"{', '.join(NaflexInputs._fields)}; {e.args[0]} is missing") from None
+    except (ValueError, OSError, TypeError) as e:
+        raise InputError(f"{path}: not a {'.npz' if naflex else '.npy'} file of arrays ({e})") from None
+    pixel_values, dims = arrays["pixel_values"], "(B, N, C*p*p)" if naflex else "(B, C, H, W)"
+    if pixel_values.ndim != (3 if naflex else 4) or not np.issubdtype(pixel_values.dtype, np.number):
+        raise InputError(f"{path}: pixel values must be a numeric array {dims}, got {pixel_values.shape} "
                          f"{pixel_values.dtype}")
-    return pixel_values.astype(np.float32)  # (B, C, H, W)
+    return {**arrays, "pixel_values": pixel_values.astype(np.float32)}
 
 
-def preprocess_images(images, location, vision_config):
-    """pixel_values and the settings used: the folder's preprocessor_config.json, else SigLIP's preprocessing at the
-    model's image size (a .npz or an open_clip folder has no preprocessor_config.json)."""
-    if (location / "preprocessor_config.json").is_file():
-        processor = SiglipImageProcessor.from_pretrained(location)
-    else:
-        processor = SiglipImageProcessor(size=vision_config.image_size)
-    return processor(list(images)), {**processor.to_dict(), "images": [str(image) for image in images]}
+def preprocess_images(images, location, vision_config, max_num_patches=None):
+    """({"pixel_values": ...} and NaFlex's mask and shapes, the settings used): the folder's preprocessor_config.json,
+    else SigLIP's preprocessing for the model (a .npz or an open_clip folder has no preprocessor_config.json)."""
+    processor = processor_for_checkpoint(location, vision_config.image_size, vision_config.patch_size,
+                                         vision_config.num_patches)
+    settings = {**processor.to_dict(), "images": [str(image) for image in images]}
+    if not isinstance(processor, Siglip2ImageProcessor):
+        if max_num_patches is not None:
+            raise InputError("--max-num-patches is for NaFlex models (model_type siglip2)")
+        return {"pixel_values": processor(list(images))}, settings
+    if max_num_patches is not None:
+        settings["max_num_patches"] = max_num_patches
+    return processor(list(images), max_num_patches=max_num_patches)._asdict(), settings
 
 
 def folder_tokenizer(location):
@@ -594,11 +641,28 @@ def seeded_inputs(vision_config, text_config, batch=2, seed=0):
     take their inputs from here."""
     generator = np.random.default_rng(seed)
     v, t = vision_config, text_config
-    pixel_values = None if v is None else \
-        generator.uniform(-1, 1, (batch, v.num_channels, v.image_size, v.image_size)).astype(np.float32)
+    if v is not None and v.num_patches is not None:
+        pixel_values = seeded_naflex_inputs(generator, v, batch)
+    else:
+        pixel_values = None if v is None else \
+            generator.uniform(-1, 1, (batch, v.num_channels, v.image_size, v.image_size)).astype(np.float32)
     input_ids = None if t is None else \
         generator.integers(0, t.vocab_size, (batch, t.max_position_embeddings), dtype=np.int64)
     return pixel_values, input_ids
+
+
+def seeded_naflex_inputs(generator, vision_config, batch):
+    """NaflexInputs of `batch` random images, padded to the model's num_patches: the first fills the g x g grid,
+    image i has g // (i + 1) rows of it, so every other one is padded."""
+    v = vision_config
+    grid, width = math.isqrt(v.num_patches), v.num_channels * v.patch_size ** 2
+    shapes = [(max(1, grid // (i + 1)), grid) for i in range(batch)]  # (rows, cols) each
+    pixel_values = np.zeros((batch, v.num_patches, width), dtype=np.float32)  # (B, N, C*p*p)
+    mask = np.zeros((batch, v.num_patches), dtype=np.int32)  # (B, N)
+    for i, (rows, cols) in enumerate(shapes):
+        pixel_values[i, : rows * cols] = generator.uniform(-1, 1, (rows * cols, width))
+        mask[i, : rows * cols] = 1
+    return NaflexInputs(pixel_values, mask, np.array(shapes, dtype=np.int64))
 
 
 def tower_configs(model):
@@ -623,9 +687,11 @@ def command_line_inputs(args, location, model, generate_missing):
             raise InputError(f"{option}: --model {args.model} holds a {type(model).__name__}, without a {tower} tower")
     inputs, settings = {}, {"tokenizer": "none (no text input)", "preprocessing": "none (no image input)"}
     if args.image:
-        inputs["pixel_values"], settings["preprocessing"] = preprocess_images(args.image, location, vision_config)
+        arrays, settings["preprocessing"] = preprocess_images(args.image, location, vision_config,
+                                                              args.max_num_patches)
+        inputs.update(arrays)
     elif args.pixel_values:
-        inputs["pixel_values"] = load_pixel_values(args.pixel_values)
+        inputs.update(load_pixel_values(args.pixel_values, vision_config.num_patches is not None))
         settings["preprocessing"] = "none (--pixel-values)"
     if args.text:
         inputs["input_ids"], settings["tokenizer"] = tokenize(args.text, location, args.model)
@@ -646,7 +712,8 @@ def command_line_inputs(args, location, model, generate_missing):
         for name, generated, what in (("pixel_values", pixel_values, "preprocessing"),
                                       ("input_ids", input_ids, "tokenizer")):
             if name not in inputs and generated is not None:
-                inputs[name], settings[what] = generated, "none (generated, seed 0)"
+                inputs.update(generated._asdict() if isinstance(generated, NaflexInputs) else {name: generated})
+                settings[what] = "none (generated, seed 0)"
     if not inputs:
         raise InputError("no inputs: pass --image or --pixel-values, and/or --text or --input-ids")
     if "input_ids" in inputs:
@@ -687,7 +754,8 @@ def run_compare(args):
              or low_precision_noise(a, metadata, low[0], args.noise)) if low else None
     rows = compare(a, b, args.atol, args.rtol, dtypes, noise, heads_of(metadata))
     print(f"A: {args.a} ({', '.join(sorted(set(golden_dtypes(args.a).values())))})\n"
-          f"B: {args.b} ({', '.join(sorted(set(dtypes.values())))}{''.join(judged)})\n{format_report(rows)}")
+          f"B: {args.b} ({', '.join(sorted(set(dtypes.values())))}{''.join(judged)})\n{padding_note(a)}"
+          f"{format_report(rows)}")
     return 0 if all(row["result"] in PASSING for row in rows) else 1
 
 
@@ -735,6 +803,14 @@ def low_precision_noise(golden, metadata, dtype, noise_file=None):
             if name in golden and name not in INPUT_NAMES and reference[name].shape == golden[name].shape}
 
 
+def hf_class_name(model):
+    """transformers' class for a siglip-min model: SiglipModel, ..., SiglipForImageClassification; Siglip2... for
+    NaFlex."""
+    name = {"SiglipClassifier": "SiglipForImageClassification"}.get(type(model).__name__, type(model).__name__)
+    vision = tower_configs(model)[0]
+    return sm.hf_architecture(name, vision is not None and vision.num_patches is not None)
+
+
 def run_check_hf(args):
     try:
         import transformers
@@ -746,8 +822,7 @@ def run_check_hf(args):
     ours = sm.from_pretrained(location, attn_implementation=args.attn, image_size=args.image_size)
     inputs, _ = command_line_inputs(args, location, ours, generate_missing=True)
     hf_folder = location if (location / "config.json").is_file() else None  # else a .npz or an open_clip folder,
-    hf_class = getattr(transformers, {"SiglipClassifier": "SiglipForImageClassification"}.get(  # which transformers
-        type(ours).__name__, type(ours).__name__))                                                # reads once converted
+    hf_class = getattr(transformers, hf_class_name(ours))  # which transformers reads once converted
     with tempfile.TemporaryDirectory() as converted:
         if hf_folder is None:
             ours.save_pretrained(converted)
@@ -758,7 +833,7 @@ def run_check_hf(args):
     rows = compare(reference, candidate, args.atol, args.rtol)
     source = "" if hf_folder else f", on siglip-min's conversion of {location.name}"
     print(f"A: transformers {transformers.__version__} (eager){source}\nB: siglip-min ({args.attn})\n"
-          f"{format_report(rows)}")
+          f"{padding_note(reference)}{format_report(rows)}")
     return 0 if all(row["result"] in PASSING for row in rows) else 1
 
 
@@ -774,7 +849,8 @@ def add_input_options(parser):
     images = parser.add_mutually_exclusive_group()
     images.add_argument("--image", nargs="+", metavar="IMG", help="image files, preprocessed as SigLIP does "
                         "(the folder's preprocessor_config.json, else SigLIP defaults at the model's image size)")
-    images.add_argument("--pixel-values", metavar="FILE.npy", help="pixel values (B, 3, H, W) as fed to the model")
+    images.add_argument("--pixel-values", metavar="FILE.npy", help="pixel values (B, 3, H, W) as fed to the model; "
+                        "NaFlex: a .npz of pixel_values, pixel_attention_mask and spatial_shapes")
     texts = parser.add_mutually_exclusive_group()
     texts.add_argument("--text", nargs="+", metavar="T", help="texts, tokenized with the folder's spiece.model")
     texts.add_argument("--input-ids", nargs="+", metavar="5,9,2,1", help="token ids, one comma-separated row per text")
@@ -784,6 +860,8 @@ def add_input_options(parser):
                         help="trace --input-ids as given (default: padded as the tokenizer pads, and said so)")
     parser.add_argument("--attn", choices=sm.ATTN_IMPLEMENTATIONS, default="sdpa", help="siglip-min's attention")
     parser.add_argument("--image-size", type=int, help="a big_vision .npz's image size, when its shapes cannot tell")
+    parser.add_argument("--max-num-patches", type=int, help="NaFlex: the patches an image may take (default: the "
+                                                              "folder's preprocessor_config.json, else num_patches)")
 
 
 def add_tolerances(parser):

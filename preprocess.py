@@ -488,3 +488,15 @@ class Siglip2ImageProcessor:
             pixel_values[index, :len(patches)] = patches
             pixel_attention_mask[index, :len(patches)] = 1
         return NaflexInputs(pixel_values, pixel_attention_mask, spatial_shapes)
+
+
+def processor_for_checkpoint(location, image_size, patch_size, num_patches=None):
+    """The image processor for a checkpoint: its folder's preprocessor_config.json (a SiglipImageProcessor or, as
+    it says, a NaFlex Siglip2ImageProcessor); without one (a big_vision .npz, an open_clip folder, a bare model
+    folder), SigLIP's own preprocessing for the model: NaFlex patches of patch_size up to num_patches when it is set
+    (transformers' default max_num_patches is the position grid's size), else a resize to image_size."""
+    if (Path(location) / "preprocessor_config.json").is_file():
+        return SiglipImageProcessor.from_pretrained(location)
+    if num_patches is not None:
+        return Siglip2ImageProcessor(patch_size=patch_size, max_num_patches=num_patches)
+    return SiglipImageProcessor(size=image_size)
