@@ -2,6 +2,7 @@
 
     python bench.py                                  # random base-shape checkpoint, CPU, float32, sdpa and eager
     python bench.py --shape so400m --batch-sizes 1 8
+    python bench.py --shape naflex                   # SigLIP 2 NaFlex (base, 256 patches) against Siglip2Model
     python bench.py --model google/siglip-base-patch16-224 --device cuda --dtypes bfloat16 float16 [--compile]
 
 Throughput is measured in this process: both models see the same inputs, after warm-up, for several repeats,
@@ -20,6 +21,7 @@ import tempfile
 import time
 from pathlib import Path
 
+import numpy as np
 import torch
 
 import siglip_min as sm
@@ -34,16 +36,25 @@ SHAPES = {  # transformers SiglipConfig arguments
                                     image_size=32, patch_size=8)),
     "base": dict(),  # google/siglip-base-patch16-224
     "so400m": dict(text_config=dict(SO400M), vision_config=dict(SO400M, image_size=384, patch_size=14)),
+    # transformers Siglip2Config arguments: NaFlex, images as patches at their own aspect ratio, padded
+    "naflex": dict(),  # google/siglip2-base-patch16-naflex: base widths, 256 patches of 16 x 16
+    "naflex-tiny": dict(text_config=dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                                         num_attention_heads=4, vocab_size=1000, max_position_embeddings=16),
+                        vision_config=dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                                           num_attention_heads=4, patch_size=8, num_patches=16)),
 }
 
 
 def make_checkpoint(shape, folder):
-    """A random transformers SiglipModel of a named shape, saved with save_pretrained."""
+    """A random transformers SiglipModel (Siglip2Model for the NaFlex shapes) of a named shape, saved."""
     import transformers
 
     transformers.logging.set_verbosity_error()
     torch.manual_seed(0)
-    transformers.SiglipModel(transformers.SiglipConfig(**SHAPES[shape])).save_pretrained(folder)
+    if shape.startswith("naflex"):
+        transformers.Siglip2Model(transformers.Siglip2Config(**SHAPES[shape])).save_pretrained(folder)
+    else:
+        transformers.SiglipModel(transformers.SiglipConfig(**SHAPES[shape])).save_pretrained(folder)
     return folder
 
 
@@ -54,21 +65,28 @@ def load(impl, folder, attn, dtype, device):
     import transformers
 
     transformers.logging.set_verbosity_error()
-    return transformers.SiglipModel.from_pretrained(folder, dtype=dtype, attn_implementation=attn).to(device).eval()
+    naflex = sm.SiglipConfig.from_pretrained(folder).vision_config.num_patches is not None
+    hf_class = transformers.Siglip2Model if naflex else transformers.SiglipModel
+    return hf_class.from_pretrained(folder, dtype=dtype, attn_implementation=attn).to(device).eval()
 
 
 def feature_functions(impl, model):
-    """(image_features(pixels), text_features(ids)) returning (B, D) tensors for either implementation."""
+    """(image_features(images), text_features(ids)) returning (B, D) tensors for either implementation; images is
+    (pixel_values,), or NaFlex's (pixel_values, pixel_attention_mask, spatial_shapes)."""
     if impl == "siglip-min":
-        return model.get_image_features, model.get_text_features
-    return (lambda px: model.get_image_features(pixel_values=px).pooler_output,
+        return lambda images: model.get_image_features(*images), model.get_text_features
+    names = ("pixel_values", "pixel_attention_mask", "spatial_shapes")
+    return (lambda images: model.get_image_features(**dict(zip(names, images))).pooler_output,
             lambda ids: model.get_text_features(input_ids=ids).pooler_output)
 
 
 def make_inputs(config, batch, device, dtype):
-    """parity.seeded_inputs as tensors: pixels (B, 3, H, W) on device in dtype, ids (B, L) on device."""
+    """parity.seeded_inputs as tensors: images (pixels (B, 3, H, W) in dtype,) or NaFlex's three arrays, on device;
+    ids (B, L) on device."""
     pixels, ids = seeded_inputs(config.vision_config, config.text_config, batch, seed=batch)
-    return torch.from_numpy(pixels).to(device, dtype), torch.from_numpy(ids).to(device)
+    arrays = tuple(pixels) if isinstance(pixels, tuple) else (pixels,)
+    images = tuple(torch.from_numpy(a).to(device, dtype if a.dtype == np.float32 else None) for a in arrays)
+    return images, torch.from_numpy(ids).to(device)
 
 
 def seconds(fn, x, device):
@@ -165,7 +183,8 @@ def run(args, folder):
                 functions = {impl: tuple(map(torch.compile, fs)) for impl, fs in functions.items()}
             for batch in args.batch_sizes:
                 pixels, ids = make_inputs(config, batch, args.device, sm.DTYPES[dtype])
-                for what, index, x in (("image features/s", 0, pixels), ("text features/s", 1, ids)):
+                image_row = "NaFlex image feats/s" if config.vision_config.num_patches else "image features/s"
+                for what, index, x in ((image_row, 0, pixels), ("text features/s", 1, ids)):
                     speeds = compare_speed(functions["siglip-min"][index], functions["transformers"][index], x, batch,
                                            args.device, args.repeats, args.warmup)
                     row(what, attn, dtype, batch, *speeds)
@@ -183,7 +202,8 @@ def run(args, folder):
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--model", help="checkpoint folder or cached Hub id (default: a random checkpoint of --shape)")
+    p.add_argument("--model", help="checkpoint folder or cached Hub id, SigLIP or SigLIP 2 NaFlex (default: a random "
+                                   "checkpoint of --shape)")
     p.add_argument("--shape", default="base", choices=SHAPES)
     p.add_argument("--device", default="cpu")
     p.add_argument("--dtypes", nargs="+", default=["float32"], choices=sm.DTYPES)

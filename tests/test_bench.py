@@ -28,3 +28,15 @@ def test_bench_refuses_cuda_without_gpu():
         return
     result = subprocess.run([sys.executable, str(BENCH), "--device", "cuda"], capture_output=True, text=True)
     assert result.returncode == 2 and "0 CUDA GPUs" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_bench_naflex_row():
+    """A SigLIP 2 NaFlex checkpoint runs against transformers' Siglip2Model (padded patch batches)."""
+    result = subprocess.run([sys.executable, str(BENCH), "--shape", "naflex-tiny", "--batch-sizes", "3", "--repeats", "2",
+                             "--warmup", "0", "--load-repeats", "0", "--attn", "sdpa"],
+                            capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr
+    rows = [line for line in result.stdout.splitlines() if line.startswith("NaFlex image feats/s")]
+    assert len(rows) == 1, result.stdout
+    ours, theirs, ratio = rows[0].split()[-4:-1]
+    assert float(ours) > 0 and float(theirs) > 0 and float(ratio.rstrip("x")) >= 0
