@@ -85,12 +85,18 @@ def draw_image(rng, colour, shape, image_size, radii=TRAIN_RADII, colour_jitter=
     return np.round(alpha * rgb + (1 - alpha) * canvas).astype(np.uint8)  # (H, W, 3)
 
 
-def draw_batch(rng, batch_size, image_size, **drawing):
-    """(images, captions, classes): captions all distinct while batch_size <= 32 (each round is a permutation)."""
-    rounds = math.ceil(batch_size / len(CLASSES))
-    classes = np.concatenate([rng.permutation(len(CLASSES)) for _ in range(rounds)])[:batch_size]
-    images = [draw_image(rng, *CLASSES[c], image_size, **drawing) for c in classes]
-    return images, [caption(*CLASSES[c]) for c in classes], classes
+def draw_batch(rng, batch_size, image_size, classes=None, repeats=False, **drawing):
+    """(images, captions, classes): captions all distinct while batch_size <= the classes drawn from (each round is a
+    permutation of them). classes: the class indices to draw from (all 32 by default); repeats: draw with
+    replacement instead, so that one caption may come twice in a batch."""
+    pool = np.arange(len(CLASSES)) if classes is None else np.asarray(classes)
+    if repeats:
+        chosen = rng.choice(pool, batch_size)
+    else:
+        rounds = math.ceil(batch_size / len(pool))
+        chosen = np.concatenate([pool[rng.permutation(len(pool))] for _ in range(rounds)])[:batch_size]
+    images = [draw_image(rng, *CLASSES[c], image_size, **drawing) for c in chosen]
+    return images, [caption(*CLASSES[c]) for c in chosen], chosen
 
 
 def accuracy(logits, classes):

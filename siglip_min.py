@@ -605,6 +605,16 @@ def pairwise_loss_sum(image_embeds, text_embeds, logit_scale, logit_bias, positi
     return -F.logsigmoid(z * logits).sum()  # ()
 
 
+def softmax_loss(image_embeds, text_embeds, logit_scale):
+    """CLIP's contrastive loss, for comparison ([1] §2; transformers CLIPModel's image_text_contrastive_loss): each image classifies its text among
+    the batch's texts, and each text its image, by a softmax over t * cosine (no bias); the two cross-entropies are
+    averaged. Unlike the sigmoid loss, every term needs the whole row or column of the B x B matrix."""
+    check_pairs(image_embeds, text_embeds)
+    logits = text_embeds @ image_embeds.T * logit_scale.exp()  # (B_txt, B_img)
+    matches = torch.arange(logits.shape[0], device=logits.device)  # (B,): text i goes with image i
+    return (F.cross_entropy(logits, matches) + F.cross_entropy(logits.T, matches)) / 2  # ()
+
+
 def check_pairs(image_embeds, text_embeds):
     if image_embeds.shape != text_embeds.shape or image_embeds.dim() != 2:
         raise InputError(f"the loss needs matching pairs (B, D): image_embeds {tuple(image_embeds.shape)} vs "

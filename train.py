@@ -97,9 +97,10 @@ def zero_shot_accuracy(model, tok, proc, images, classes):
 # ----------------------------------------------------------------------------------------------------------------
 # Batches: (images, captions), images as anything preprocess.py takes (arrays or paths).
 
-def synthetic_batches(rng, batch_size, image_size):
+def synthetic_batches(rng, batch_size, image_size, classes=None, repeats=False):
+    """Batches of shapes.draw_batch: from `classes` (all 32 by default), each caption once a batch unless repeats."""
     while True:
-        images, captions, _ = shapes.draw_batch(rng, batch_size, image_size)
+        images, captions, _ = shapes.draw_batch(rng, batch_size, image_size, classes, repeats)
         yield images, captions
 
 
@@ -196,6 +197,13 @@ class TrainOptions:
                                        "unmasked tuning)")
     log_every: int = 250
     eval_every: int = option(1000, "zero-shot accuracy on shapes (synthetic data only)")
+    loss: str = option("sigmoid", "sigmoid (SigLIP's) or softmax (CLIP's contrastive loss, to compare)")
+    init_bias: float = option(-10.0, "the logit bias b a new model starts from ([1] §3: -10; try 0)")
+    hold_out: str = option(None, "captions never drawn in training, comma-separated ('a red circle,a blue star'): "
+                                 "the zero-shot test of a colour-shape pair never seen")
+    repeats: bool = option(False, "draw captions with replacement, so a batch may hold one caption twice (each "
+                                  "copy then counts the other as a negative)")
+    mask_padding: bool = option(False, "pass the tokenizer's attention mask in training (SigLIP trains without one)")
 
     def __post_init__(self):
         for name in ("steps", "batch_size", "threads", "log_every", "eval_every"):
@@ -210,6 +218,30 @@ class TrainOptions:
             raise InputError(f"--patch-dropout {self.patch_dropout}: the fraction left out must be in [0, 1)")
         if not 0 <= self.unmasked_tail <= 1:
             raise InputError(f"--unmasked-tail {self.unmasked_tail}: the fraction of steps must be in [0, 1]")
+        if self.loss not in LOSSES:
+            raise InputError(f"--loss {self.loss!r}: expected one of {sorted(LOSSES)}")
+        if not math.isfinite(self.init_bias):
+            raise InputError(f"--init-bias must be a finite number, got {self.init_bias}")
+        held_out_classes(self.hold_out)  # names the caption that is not one of the 32
+
+    def training_classes(self):
+        """The class indices training draws from: all 32 but the held-out ones (None: all)."""
+        held = held_out_classes(self.hold_out)
+        return [c for c in range(len(shapes.CLASSES)) if c not in held] if held else None
+
+
+def held_out_classes(hold_out):
+    """The class indices of --hold-out's captions; InputError naming one that is not a shapes caption, or all 32."""
+    if not hold_out:
+        return []
+    captions = [caption.strip() for caption in hold_out.split(",") if caption.strip()]
+    unknown = [caption for caption in captions if caption not in shapes.CAPTIONS]
+    if unknown:
+        raise InputError(f"--hold-out {unknown[0]!r} is not one of the 32 captions (e.g. {shapes.CAPTIONS[0]!r})")
+    held = sorted({shapes.CAPTIONS.index(caption) for caption in captions})
+    if len(held) == len(shapes.CAPTIONS):
+        raise InputError("--hold-out leaves no caption to train on")
+    return held
 
 
 def parse_args(argv=None):
@@ -233,6 +265,8 @@ def start_model(options, captions, scratch):
                 SiglipImageProcessor.from_pretrained(folder))
     tok = SiglipTokenizer(train_vocabulary(captions, scratch), model_max_length=TEXT_LENGTH)
     model = sm.SiglipModel(model_config(options.size, tok.sp.get_piece_size()))  # the paper's from-scratch init
+    with torch.no_grad():
+        model.logit_bias.fill_(options.init_bias)
     return model, tok, SiglipImageProcessor(size=SIZES[options.size]["image_size"])
 
 
@@ -282,7 +316,7 @@ def run(options):
         model, tok, proc = start_model(options, captions, scratch)
     image_size = model.config.vision_config.image_size
     batches = (folder_batches(rng, options.batch_size, pairs) if pairs
-               else synthetic_batches(rng, options.batch_size, image_size))
+               else synthetic_batches(rng, options.batch_size, image_size, options.training_classes(), options.repeats))
     evaluation = None if pairs else shapes.draw_batch(np.random.default_rng(options.seed + 1), 320, image_size)
     average = train(model, tok, proc, batches, evaluation, options)
     save_folder(average, tok, proc, options.out)
@@ -302,14 +336,13 @@ def train(model, tok, proc, batches, evaluation, options, on_log=None):
     start, last, last_step = time.time(), time.time(), 0
     for step in range(1, options.steps + 1):
         images, captions = next(batches)
-        ids, pixels = torch.from_numpy(tok(captions)), torch.from_numpy(proc(images))
+        ids, mask = map(torch.from_numpy, tok(captions, return_attention_mask=True))
+        pixels = torch.from_numpy(proc(images))
         for group in opt.param_groups:
             group["lr"] = learning_rate(step - 1, options.steps, options.lr,
                                         min(options.warmup, options.steps // 10 + 1))
-        if options.patch_dropout and step <= (1 - options.unmasked_tail) * options.steps:
-            loss = patch_dropout_loss(model, ids, pixels, options.patch_dropout)
-        else:
-            loss = model(ids, pixels, return_loss=True).loss
+        drop = options.patch_dropout if step <= (1 - options.unmasked_tail) * options.steps else 0.0
+        loss = batch_loss(model, ids, pixels, options.loss, mask if options.mask_padding else None, drop)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -335,14 +368,25 @@ def train(model, tok, proc, batches, evaluation, options, on_log=None):
     return average
 
 
-def patch_dropout_loss(model, ids, pixels, drop):
-    """The sigmoid loss with a random `drop` fraction of each image's patches left out before the vision blocks
-    ([2] §3). The MAP head pools whatever patches are left, so the model must read a shape from the part it sees."""
-    B, N = pixels.shape[0], model.vision.embed.grid ** 2
-    kept = torch.rand(B, N, device=pixels.device).argsort(dim=1)[:, : max(1, N - round(drop * N))]  # (B, K)
+LOSSES = {"sigmoid": lambda image_embeds, text_embeds, model: sm.sigmoid_loss(image_embeds, text_embeds,
+                                                                             model.logit_scale, model.logit_bias),
+          "softmax": lambda image_embeds, text_embeds, model: sm.softmax_loss(image_embeds, text_embeds,
+                                                                             model.logit_scale)}
+
+
+def batch_loss(model, ids, pixels, loss="sigmoid", attention_mask=None, drop=0.0):
+    """The loss of one batch: the sigmoid loss ([1] §3), or CLIP's softmax loss to compare.
+
+    drop > 0 leaves a random `drop` fraction of each image's patches out before the vision blocks ([2] §3); the MAP
+    head pools whatever patches are left, so the model must read a shape from the part it sees.
+    """
+    kept = None
+    if drop:
+        B, N = pixels.shape[0], model.vision.embed.grid ** 2
+        kept = torch.rand(B, N, device=pixels.device).argsort(dim=1)[:, : max(1, N - round(drop * N))]  # (B, K)
     image_embeds = sm.l2_normalize(model.vision(pixels, kept_patches=kept))  # (B, P)
-    text_embeds = sm.l2_normalize(model.text(ids))  # (B, P)
-    return sm.sigmoid_loss(image_embeds, text_embeds, model.logit_scale, model.logit_bias)
+    text_embeds = sm.l2_normalize(model.text(ids, attention_mask))  # (B, P)
+    return LOSSES[loss](image_embeds, text_embeds, model)
 
 
 @torch.no_grad()

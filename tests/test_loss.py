@@ -121,3 +121,14 @@ def test_forward_loss_equals_transformers(two_models, batch, scale, bias, seed):
         want = hf(input_ids=ids, pixel_values=pixels, return_loss=True).loss.item()
         got = ours(ids, pixels, return_loss=True).loss.item()
     assert got == pytest.approx(want, rel=1e-5, abs=1e-5)
+
+
+@quick
+@given(batches())
+def test_softmax_loss_is_clips(batch):
+    """sm.softmax_loss, CLIP's loss for comparison, against transformers CLIPModel's image_text_contrastive_loss on the same logits."""
+    from transformers.models.clip.modeling_clip import image_text_contrastive_loss
+
+    images, texts, scale, _ = batch
+    want = image_text_contrastive_loss(texts @ images.T * scale.exp())  # transformers takes logits_per_text
+    assert sm.softmax_loss(images, texts, scale).item() == pytest.approx(want.item(), rel=1e-12, abs=1e-12)

@@ -10,6 +10,7 @@ from pathlib import Path
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import numpy as np  # noqa: E402
+import pytest  # noqa: E402
 import torch  # noqa: E402
 import transformers  # noqa: E402
 from PIL import Image  # noqa: E402
@@ -148,7 +149,7 @@ def test_patch_dropout_feeds_the_blocks_a_random_subset_of_each_images_tokens():
     model.vision.embed.register_forward_hook(lambda m, i, out: seen.update(tokens=out))
     model.vision.blocks[0].register_forward_pre_hook(lambda m, i: seen.update(block_in=i[0]))
     torch.manual_seed(0)
-    train.patch_dropout_loss(model, ids, pixels, drop=0.25)
+    train.batch_loss(model, ids, pixels, drop=0.25)
     tokens, block_in = seen["tokens"], seen["block_in"]  # (B, 16, D), (B, K, D)
     assert tokens.shape[1] == 16 and block_in.shape[1] == 12  # tiny: a 4 x 4 grid, a quarter left out
     subsets = []
@@ -159,7 +160,7 @@ def test_patch_dropout_feeds_the_blocks_a_random_subset_of_each_images_tokens():
     assert all(len(s) == 12 for s in subsets) and len(set(subsets)) > 1
     with torch.no_grad():
         full = model(ids, pixels, return_loss=True).loss
-        assert torch.allclose(train.patch_dropout_loss(model, ids, pixels, drop=0.0), full, atol=1e-6)
+        assert torch.allclose(train.batch_loss(model, ids, pixels, drop=0.0), full, atol=1e-6)
 
 
 def test_patch_dropout_out_of_range_is_a_clear_error():
@@ -175,8 +176,52 @@ def test_patch_dropout_runs_until_the_unmasked_tail(tmp_path, monkeypatch):
     assert options == train.TrainOptions(steps=5, patch_dropout=0.25, unmasked_tail=0.2, threads=1)
     model, tok, proc = train.start_model(options, CAPTIONS, tmp_path)
     calls = []
-    real = train.patch_dropout_loss
-    monkeypatch.setattr(train, "patch_dropout_loss", lambda *a, **k: calls.append(a[3]) or real(*a, **k))
+    real = train.batch_loss
+    monkeypatch.setattr(train, "batch_loss", lambda *a, **k: calls.append(a[5]) or real(*a, **k))
     rng, image_size = np.random.default_rng(0), model.config.vision_config.image_size
     train.train(model, tok, proc, train.synthetic_batches(rng, 32, image_size), None, options)
-    assert calls == [0.25] * 4
+    assert calls == [0.25] * 4 + [0.0]
+
+
+# Options for the notebooks' exercises: CLIP's loss, the initial bias, held-out pairs, repeated captions, padding mask.
+
+def test_exercise_options_parse_and_refuse_bad_values():
+    options = train.parse_args(["--loss", "softmax", "--init-bias", "0", "--hold-out", "a red circle, a blue star",
+                                "--repeats", "--mask-padding"])
+    assert (options.loss, options.init_bias, options.repeats, options.mask_padding) == ("softmax", 0.0, True, True)
+    held = [shapes.CAPTIONS.index("a red circle"), shapes.CAPTIONS.index("a blue star")]
+    assert options.training_classes() == [c for c in range(32) if c not in held]
+    for bad, message in ((["--loss", "hinge"], "--loss 'hinge'"), (["--hold-out", "a red cat"], "'a red cat' is not"),
+                         (["--hold-out", ",".join(shapes.CAPTIONS)], "leaves no caption"),
+                         (["--init-bias", "nan"], "--init-bias must be a finite number")):
+        with pytest.raises(sm.InputError, match=message):
+            train.parse_args(bad)
+
+
+def test_held_out_captions_are_never_drawn_and_repeats_come_only_when_asked():
+    options = train.parse_args(["--hold-out", "a red circle"])
+    batches = train.synthetic_batches(np.random.default_rng(0), 31, 16, options.training_classes())
+    drawn = [caption for _ in range(20) for caption in next(batches)[1]]
+    assert "a red circle" not in drawn and len(set(drawn)) == 31
+    plain = train.synthetic_batches(np.random.default_rng(0), 32, 16)
+    assert all(len(set(next(plain)[1])) == 32 for _ in range(5))
+    repeated = train.synthetic_batches(np.random.default_rng(0), 32, 16, repeats=True)
+    assert any(len(set(next(repeated)[1])) < 32 for _ in range(5))
+
+
+def test_batch_loss_options_against_the_losses(tmp_path):
+    """softmax: sm.softmax_loss (tested against transformers' CLIP loss); mask: the text tower gets the mask; the
+    initial bias is the one asked for."""
+    options = train.TrainOptions(init_bias=0.0, threads=1)
+    model, tok, proc = train.start_model(options, CAPTIONS, tmp_path)
+    assert model.logit_bias.item() == 0.0
+    images, captions, _ = shapes.draw_batch(np.random.default_rng(1), 6, model.config.vision_config.image_size)
+    ids, mask = map(torch.from_numpy, tok(captions, return_attention_mask=True))
+    pixels = torch.from_numpy(proc(images))
+    with torch.no_grad():
+        image_embeds = sm.l2_normalize(model.get_image_features(pixels))
+        for attention_mask in (None, mask):
+            text_embeds = sm.l2_normalize(model.get_text_features(ids, attention_mask))
+            want = sm.softmax_loss(image_embeds, text_embeds, model.logit_scale)
+            assert train.batch_loss(model, ids, pixels, "softmax", attention_mask).item() == pytest.approx(want.item())
+        assert train.batch_loss(model, ids, pixels, "sigmoid", mask) != train.batch_loss(model, ids, pixels)
