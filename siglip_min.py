@@ -98,12 +98,6 @@ class SiglipConfig:
     prompt_template: str = None
     id2label: dict = None
 
-    def __post_init__(self):
-        if self.text_config.projection_size != self.vision_config.hidden_size:
-            raise InputError(f"text_config.projection_size={self.text_config.projection_size} must equal "
-                             f"vision_config.hidden_size={self.vision_config.hidden_size}: the two embeddings are "
-                             f"compared by dot product")
-
     @classmethod
     def from_pretrained(cls, path_or_repo_id):
         """The config.json of a folder or a cached Hub id; errors name the file."""
@@ -443,6 +437,10 @@ class VisionTower(nn.Module):
                      spatial_shapes):
         """The shapes of the inputs this tower takes (not their values); NaFlex's padding mask as the keys to keep
         (B, 1, 1, N), None for a fixed-resolution tower."""
+        if not isinstance(interpolate_pos_encoding, bool):
+            given = type(interpolate_pos_encoding).__name__
+            raise InputError(f"interpolate_pos_encoding must be True or False, got a {given}; NaFlex inputs go by "
+                             f"keyword (pixel_attention_mask=..., spatial_shapes=...)")
         if not isinstance(self.embed, NaFlexEmbeddings):
             if pixel_attention_mask is not None or spatial_shapes is not None:
                 raise InputError("pixel_attention_mask and spatial_shapes are for NaFlex models (model_type siglip2); "
@@ -677,6 +675,11 @@ class SiglipModel(nn.Module):
         if not self.config.vision_config.vision_use_head:
             raise InputError("vision_config.vision_use_head is false: the two-tower model pools images with the MAP "
                              "head; load the vision tower alone (SiglipVisionModel) for its tokens")
+        text, vision = self.config.text_config, self.config.vision_config
+        if text.projection_size != vision.hidden_size:  # (a classifier's unused text config need not fit)
+            raise InputError(f"text_config.projection_size={text.projection_size} must equal "
+                             f"vision_config.hidden_size={vision.hidden_size}: the two embeddings are compared by "
+                             f"dot product")
         self.vision = VisionTower(self.config.vision_config, attn_implementation)
         self.text = TextTower(self.config.text_config, attn_implementation)
         # From-scratch init of [1] §3: t' = log 10, b = -10. (transformers initialises both to 0.)

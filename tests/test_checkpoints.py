@@ -145,7 +145,7 @@ def test_config_rejects_what_siglip_is_not():
     with pytest.raises(ValueError, match=r"vision_config\.image_size=8 is smaller than vision_config\.patch_size=16"):
         sm.SiglipConfig.from_hf({"vision_config": {"image_size": 8}})
     with pytest.raises(ValueError, match=r"text_config\.projection_size=64 must equal vision_config\.hidden_size=768"):
-        sm.SiglipConfig.from_hf({"text_config": {"projection_size": 64}})
+        sm.SiglipModel(sm.SiglipConfig.from_hf({"text_config": {"projection_size": 64}}))
     with pytest.raises(ValueError, match=r"vision_config\.hidden_act='relu'"):
         sm.SiglipConfig.from_hf({"vision_config": {"hidden_act": "relu"}})
     with pytest.raises(ValueError, match=r"vision_config\.vision_use_head must be true or false, got 1"):

@@ -103,3 +103,18 @@ def test_compare_leaves_padding_out(naflex_folder, images, tmp_path, capsys):
     parity.write_golden(tmp_path / "port.safetensors", port, {})
     assert parity.main(["compare", str(golden), str(tmp_path / "port.safetensors")]) == 1
     assert "vision.layers.0" in capsys.readouterr().out
+
+
+def test_transformers_positional_order_gets_a_clear_error(naflex_folder, images):
+    """transformers' Siglip2Model.forward takes (input_ids, pixel_values, pixel_attention_mask, spatial_shapes); ours
+    keeps SigLIP's order (input_ids, pixel_values, attention_mask, interpolate_pos_encoding): NaFlex inputs by keyword."""
+    import siglip_min as sm
+    from preprocess import SiglipImageProcessor
+
+    model = sm.from_pretrained(naflex_folder)
+    arrays = [torch.from_numpy(a) for a in SiglipImageProcessor.from_pretrained(naflex_folder)(list(map(str, images)))]
+    ids = torch.ones(len(images), 16, dtype=torch.long)
+    with pytest.raises(sm.InputError, match="NaFlex inputs go by keyword"):
+        model(ids, *arrays)
+    out = model(ids, arrays[0], pixel_attention_mask=arrays[1], spatial_shapes=arrays[2])
+    assert out.logits_per_image.shape == (len(images), len(images))
