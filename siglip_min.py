@@ -1,17 +1,21 @@
 """siglip-min: the SigLIP model in one file, numerically identical to Hugging Face transformers.
 
 SigLIP is a two-tower image-text model (a ViT and a text transformer) trained with a pairwise sigmoid loss
-instead of CLIP's softmax. This file holds the model and only the model: configs, every layer, the towers, the
-two-tower model and the image classifier, the paper's from-scratch initialisation, the losses, checkpoint I/O
-through a name map, and the small embedding / zero-shot helpers. Read it top to bottom: it follows the diagram.
-Tokenization is in tokenizer.py, image preprocessing in preprocess.py, the command line in cli.py.
+instead of CLIP's softmax. This file holds the model and only the model: configs, every layer, the towers (SigLIP 2
+NaFlex as a variant of the vision embeddings), the two-tower model, the single towers and the image classifier, the
+paper's from-scratch initialisation, the losses, checkpoint I/O through name maps (transformers, big_vision .npz,
+open_clip) with one from_pretrained for every kind, and the small embedding / zero-shot helpers. Read it top to
+bottom: it follows the diagram. Tokenization is in tokenizer.py, image preprocessing in preprocess.py, the command
+line in cli.py.
 
 References
   [1] Zhai et al., "Sigmoid Loss for Language Image Pre-Training", ICCV 2023, arXiv:2303.15343.
   [2] google-research/big_vision: big_vision/models/vit.py (ViT, MAPHead), models/proj/image_text/two_towers.py,
       trainers/proj/image_text/siglip.py (the loss).
-  [3] huggingface/transformers: models/siglip/modeling_siglip.py (SiglipModel), the oracle our tests compare to.
+  [3] huggingface/transformers: models/siglip/modeling_siglip.py (SiglipModel), models/siglip2/modeling_siglip2.py
+      (Siglip2Model, NaFlex), the oracles our tests compare to.
   [4] Li et al., "Scaling Language-Image Pre-training via Masking" (FLIP), CVPR 2023: patch dropout.
+  [5] Tschannen et al., "SigLIP 2", arXiv:2502.14786, 2025: NaFlex (§2.4.2).
 
 Shapes: B batch, N image tokens (patches), L text tokens, D width, H heads, Dh = D / H, P projection size.
 """
