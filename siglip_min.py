@@ -15,7 +15,8 @@ References
   [3] huggingface/transformers: models/siglip/modeling_siglip.py (SiglipModel), models/siglip2/modeling_siglip2.py
       (Siglip2Model, NaFlex), the oracles our tests compare to.
   [4] Li et al., "Scaling Language-Image Pre-training via Masking" (FLIP), CVPR 2023: patch dropout.
-  [5] Tschannen et al., "SigLIP 2", arXiv:2502.14786, 2025: NaFlex (§2.4.2).
+  [5] Tschannen et al., "SigLIP 2: Multilingual Vision-Language Encoders with Improved Semantic Understanding,
+      Localization, and Dense Features", arXiv:2502.14786, 2025: NaFlex.
 
 Shapes: B batch, N image tokens (patches), L text tokens, D width, H heads, Dh = D / H, P projection size.
 """
