@@ -136,7 +136,7 @@ def image_processor(location, model, max_num_patches=None):
     """The folder's preprocessor_config.json; else SigLIP's preprocessing for the model (as transformers does without
     the file, and what .npz files and open_clip's SigLIP configs use: bicubic, mean and std 0.5; NaFlex: patches up
     to num_patches). max_num_patches (--max-num-patches) overrides a NaFlex processor's."""
-    config = model.config.vision_config if hasattr(model.config, "vision_config") else model.config
+    config = sm.tower_configs(model)[0]
     processor = processor_for_checkpoint(location, config.image_size, config.patch_size, config.num_patches)
     if max_num_patches is None:
         return processor

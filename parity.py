@@ -665,21 +665,13 @@ def seeded_naflex_inputs(generator, vision_config, batch):
     return NaflexInputs(pixel_values, mask, np.array(shapes, dtype=np.int64))
 
 
-def tower_configs(model):
-    """(vision config, text config) of a siglip-min model of any kind, None for a tower it has not."""
-    config = model.config
-    vision = config.vision_config if isinstance(config, sm.SiglipConfig) else config
-    text = config.text_config if isinstance(config, sm.SiglipConfig) else config
-    return (vision if hasattr(model, "vision") else None), (text if hasattr(model, "text") else None)
-
-
 def command_line_inputs(args, location, model, generate_missing):
     """({input name: np.ndarray}, {'tokenizer': ..., 'preprocessing': ...}) from the input options, for `model`.
 
     --image or --pixel-values, --text or --input-ids, --attention-mask; with generate_missing, what is not given is
     generated (seeded_inputs) for each tower the model has.
     """
-    vision_config, text_config = tower_configs(model)
+    vision_config, text_config = sm.tower_configs(model)
     for given, option, config, tower in ((args.image or args.pixel_values, "--image/--pixel-values", vision_config,
                                           "vision"), (args.text or args.input_ids, "--text/--input-ids", text_config,
                                                       "text")):
@@ -807,7 +799,7 @@ def hf_class_name(model):
     """transformers' class for a siglip-min model: SiglipModel, ..., SiglipForImageClassification; Siglip2... for
     NaFlex."""
     name = {"SiglipClassifier": "SiglipForImageClassification"}.get(type(model).__name__, type(model).__name__)
-    vision = tower_configs(model)[0]
+    vision = sm.tower_configs(model)[0]
     return sm.hf_architecture(name, vision is not None and vision.num_patches is not None)
 
 

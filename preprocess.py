@@ -279,6 +279,14 @@ def to_rgb_image(item, index):
     )
 
 
+def read_normalization(rescale_factor, image_mean, image_std):
+    """(rescale_factor, image_mean and image_std as lists, their (3, 256) lookup table), checked: what both
+    processors keep of the rescale and normalise steps."""
+    check_normalization(rescale_factor, image_mean, image_std)
+    table = pixel_lookup_table(rescale_factor, image_mean, image_std)  # (3, 256)
+    return rescale_factor, list(image_mean), list(image_std), table
+
+
 class SiglipImageProcessor:
     """Images -> np.float32 pixel_values (B, 3, H, W); mirrors transformers.SiglipImageProcessorPil."""
 
@@ -286,9 +294,8 @@ class SiglipImageProcessor:
                  image_mean=(0.5, 0.5, 0.5), image_std=(0.5, 0.5, 0.5)):
         self.size = read_size(size)  # (height, width)
         self.resample = read_resample(resample)
-        check_normalization(rescale_factor, image_mean, image_std)
-        self.rescale_factor, self.image_mean, self.image_std = rescale_factor, list(image_mean), list(image_std)
-        self.lookup_table = pixel_lookup_table(rescale_factor, image_mean, image_std)  # (3, 256)
+        self.rescale_factor, self.image_mean, self.image_std, self.lookup_table = \
+            read_normalization(rescale_factor, image_mean, image_std)
 
     @classmethod
     def from_pretrained(cls, path_or_repo_id):
@@ -428,9 +435,8 @@ class Siglip2ImageProcessor:
         self.patch_size = read_positive_int(patch_size, "patch_size")
         self.max_num_patches = read_positive_int(max_num_patches, "max_num_patches")
         self.resample = read_resample(resample)
-        check_normalization(rescale_factor, image_mean, image_std)
-        self.rescale_factor, self.image_mean, self.image_std = rescale_factor, list(image_mean), list(image_std)
-        self.lookup_table = pixel_lookup_table(rescale_factor, image_mean, image_std)  # (3, 256)
+        self.rescale_factor, self.image_mean, self.image_std, self.lookup_table = \
+            read_normalization(rescale_factor, image_mean, image_std)
 
     @classmethod
     def from_pretrained(cls, path_or_repo_id):

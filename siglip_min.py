@@ -915,12 +915,25 @@ OTHER_KINDS = {  # what a refused config.json holds, said in one line
 }
 
 
+def is_classifier(architectures):
+    """Whether config.json's architectures name an image classifier (Siglip- or Siglip2ForImageClassification)."""
+    return any(name.endswith("ForImageClassification") for name in architectures)
+
+
+def tower_configs(model):
+    """(vision config, text config) of a model of any of the four kinds, None for a tower it has not."""
+    config = model.config
+    vision = config.vision_config if isinstance(config, SiglipConfig) else config
+    text = config.text_config if isinstance(config, SiglipConfig) else config
+    return (vision if hasattr(model, "vision") else None), (text if hasattr(model, "text") else None)
+
+
 def config_for(model_class, config, architectures=()):
     """The config `model_class` is built from: its own kind, or its tower's part of a two-tower config.
     `architectures` (config.json's) tells an image classifier's folder, which has no text tower, from a two-tower one."""
     if isinstance(config, SiglipConfig) and model_class is SiglipVisionModel:
         return config.vision_config
-    classifier = any(name.endswith("ForImageClassification") for name in architectures)
+    classifier = is_classifier(architectures)
     if isinstance(config, SiglipConfig) and classifier != (model_class is SiglipClassifier):
         raise InputError(f"the checkpoint holds a {'SiglipForImageClassification' if classifier else 'SiglipModel'}, "
                          f"{model_class.__name__} cannot be built from it; siglip_min.from_pretrained builds the "
@@ -1472,8 +1485,7 @@ def from_pretrained(path_or_repo_id, device="cpu", dtype=torch.float32, attn_imp
     config, architectures = read_config(folder)
     model_class = {SiglipVisionConfig: SiglipVisionModel, SiglipTextConfig: SiglipTextModel}.get(type(config))
     if model_class is None:
-        is_classifier = any(name.endswith("ForImageClassification") for name in architectures)
-        model_class = SiglipClassifier if is_classifier else SiglipModel
+        model_class = SiglipClassifier if is_classifier(architectures) else SiglipModel
     return load_pretrained(model_class, folder, device, dtype, attn_implementation, (config, architectures))
 
 

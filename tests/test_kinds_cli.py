@@ -62,15 +62,20 @@ def test_classify_a_npz_as_transformers_classifies_its_conversion(converted, tok
     labels = ["cat", "red circle", "two dogs"]
     assert cli.main(["classify", *map(str, images), "--labels", *labels, "--json", "--model",
                      str(B16_LOOP / "checkpoint.npz"), "--tokenizer", str(tokenizer_folder)]) == 0
-    lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
-    model = transformers.SiglipModel.from_pretrained(converted).eval()
     tokenizer = transformers.SiglipTokenizer.from_pretrained(converted)
-    processor = transformers.SiglipImageProcessorPil.from_pretrained(converted)
     texts = tokenizer([f"This is a photo of {label}." for label in labels], padding="max_length", return_tensors="pt")
+    assert_scores_are_transformers(capsys.readouterr().out, converted, texts.input_ids, images, labels)
+
+
+def assert_scores_are_transformers(json_lines, folder, input_ids, images, labels):
+    """classify --json's scores equal sigmoid(logits_per_image) of transformers' SiglipModel on the folder, with its
+    own image processor and the given ids."""
+    model = transformers.SiglipModel.from_pretrained(folder).eval()
+    processor = transformers.SiglipImageProcessorPil.from_pretrained(folder)
     with torch.no_grad():
         pixels = processor([Image.open(p) for p in images], return_tensors="pt").pixel_values
-        probs = model(input_ids=texts.input_ids, pixel_values=pixels).logits_per_image.sigmoid()
-    for line, row in zip(lines, probs):
+        probs = model(input_ids=input_ids, pixel_values=pixels).logits_per_image.sigmoid()  # (B_img, labels)
+    for line, row in zip((json.loads(line) for line in json_lines.splitlines()), probs):
         got = {score["label"]: score["score"] for score in line["scores"]}
         assert max(abs(got[label] - p) for label, p in zip(labels, row.tolist())) <= 1e-5
 
@@ -180,15 +185,7 @@ def test_classify_with_a_siglip2_fixed_resolution_folder(tmp_path, images, capsy
     (folder / "preprocessor_config.json").write_text(json.dumps({"size": {"height": 32, "width": 32}, "resample": 2}))
     labels = ["Red Circle", "a CAT", "two dogs 🐕"]
     assert cli.main(["classify", *map(str, images), "--labels", *labels, "--json", "--model", str(folder)]) == 0
-    lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
-    model = transformers.SiglipModel.from_pretrained(folder).eval()
     tokenizer = transformers.AutoTokenizer.from_pretrained(folder)  # a GemmaTokenizer, which does not lowercase
-    processor = transformers.SiglipImageProcessorPil.from_pretrained(folder)
     texts = tokenizer([f"This is a photo of {label}.".lower() for label in labels], padding="max_length",
                       max_length=64, return_tensors="pt")
-    with torch.no_grad():
-        pixels = processor([Image.open(p) for p in images], return_tensors="pt").pixel_values
-        probs = model(input_ids=texts.input_ids, pixel_values=pixels).logits_per_image.sigmoid()
-    for line, row in zip(lines, probs):
-        got = {score["label"]: score["score"] for score in line["scores"]}
-        assert max(abs(got[label] - p) for label, p in zip(labels, row.tolist())) <= 1e-5
+    assert_scores_are_transformers(capsys.readouterr().out, folder, texts.input_ids, images, labels)
