@@ -1,4 +1,4 @@
-"""Every notebook in notebooks/ runs top to bottom in a fresh kernel without an error, offline; the committed copies
+"""Every notebook in notebooks/ and course/ runs top to bottom in a fresh kernel without an error, offline; the committed copies
 carry their outputs (they are read on the web) and stay under 1 MB.
 
 The notebooks are executed in memory: nothing is written back. The kernel is this interpreter (sys.executable),
@@ -15,7 +15,8 @@ from jupyter_client.kernelspec import KernelSpecManager
 from jupyter_client.manager import KernelManager
 from nbclient import NotebookClient
 
-NOTEBOOKS = Path(__file__).resolve().parents[1] / "notebooks"
+ROOT = Path(__file__).resolve().parents[1]
+NOTEBOOKS = ROOT / "notebooks"
 EXPECTED = ["01_walkthrough.ipynb", "02_sigmoid_loss.ipynb", "03_train_tiny.ipynb", "04_parity.ipynb"]
 KERNEL = "siglip-min-tests"
 CELL_TIMEOUT = 300  # seconds; each notebook as a whole takes well under 3 minutes on 2 CPU cores
@@ -23,6 +24,11 @@ CELL_TIMEOUT = 300  # seconds; each notebook as a whole takes well under 3 minut
 
 def notebook_paths():
     return sorted(NOTEBOOKS.glob("*.ipynb"))
+
+
+def course_notebooks():
+    """The course's instructor notebooks (solutions in place), one per assignment; each runs in its own folder."""
+    return sorted((ROOT / "course").glob("*/*.ipynb"))
 
 
 @pytest.fixture(scope="module")
@@ -40,7 +46,7 @@ def test_the_four_notebooks_are_there():
     assert [p.name for p in notebook_paths()] == EXPECTED
 
 
-@pytest.mark.parametrize("path", notebook_paths(), ids=lambda p: p.stem)
+@pytest.mark.parametrize("path", notebook_paths() + course_notebooks(), ids=lambda p: p.stem)
 def test_committed_with_outputs_and_small(path):
     nb = nbformat.read(path, as_version=4)
     code = [cell for cell in nb.cells if cell.cell_type == "code"]
@@ -51,12 +57,12 @@ def test_committed_with_outputs_and_small(path):
     assert path.stat().st_size < 1_000_000, f"{path.name} is {path.stat().st_size} bytes, over 1 MB"
 
 
-@pytest.mark.parametrize("path", notebook_paths(), ids=lambda p: p.stem)
+@pytest.mark.parametrize("path", notebook_paths() + course_notebooks(), ids=lambda p: p.stem)
 def test_runs_top_to_bottom(path, kernel_specs, monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")  # the notebooks must not need the network
     monkeypatch.setenv("HF_HUB_DISABLE_PROGRESS_BARS", "1")
     nb = nbformat.read(path, as_version=4)
     km = KernelManager(kernel_name=KERNEL, kernel_spec_manager=kernel_specs)
     client = NotebookClient(nb, km=km, timeout=CELL_TIMEOUT, allow_errors=False,
-                            resources={"metadata": {"path": str(NOTEBOOKS)}})  # cwd = notebooks/, as in Jupyter
+                            resources={"metadata": {"path": str(path.parent)}})  # cwd = its folder, as in Jupyter
     client.execute()  # raises CellExecutionError, naming the cell, on the first error
