@@ -24,8 +24,10 @@ import json
 import math
 import re
 import string
+import warnings
 import zipfile
 from dataclasses import asdict, dataclass, field, fields
+from operator import attrgetter
 from pathlib import Path
 
 import numpy as np
@@ -496,7 +498,9 @@ class TextEmbeddings(nn.Module):
         self.pos = nn.Parameter(torch.zeros(config.max_position_embeddings, config.hidden_size))  # (Lmax, D)
 
     def forward(self, input_ids):  # input_ids (B, L)
-        return F.embedding(input_ids, self.token) + self.pos[: input_ids.shape[1]]  # (B, L, D)
+        # A quantized table (see quantize) dequantizes the rows looked up.
+        tokens = self.token[input_ids] if isinstance(self.token, QuantizedTable) else F.embedding(input_ids, self.token)
+        return tokens + self.pos[: input_ids.shape[1]]  # (B, L, D)
 
 
 class TextTower(nn.Module):
@@ -879,7 +883,18 @@ def hf_name_map(model):
     ours = [name for name, _ in model.named_parameters()]
     unmapped = [name for name in ours if name not in mapping]
     assert not unmapped, f"name map is missing {unmapped}"  # a bug here, never the user's checkpoint
-    return {name: mapping[name] for name in ours}
+    return {**{name: mapping[name] for name in ours}, **quantized_names(model, mapping)}
+
+
+def quantized_names(model, mapping):
+    """{our buffer: file name} for a quantized model's codes and scales: the weight's file name + ".codes" /
+    ".scales" (a linear at path M held M.weight; the token table is text.embed.token itself)."""
+    names = {}
+    for path, module in model.named_modules():
+        if isinstance(module, (QuantizedTable, DynamicInt8Linear)):
+            weight = mapping[f"{path}.weight" if f"{path}.weight" in mapping else path]
+            names.update({f"{path}.codes": f"{weight}.codes", f"{path}.scales": f"{weight}.scales"})
+    return names
 
 
 def single_tower_prefix(model):
@@ -962,7 +977,23 @@ def load_pretrained(model_class, path_or_repo_id, device, dtype, attn_implementa
     config = config_for(model_class, *(checkpoint_config or read_config(folder)))
     with torch.device("meta"):
         model = model_class(config, attn_implementation)
+        quantization = read_quantization(folder)
+        if quantization:
+            quantize(model, **quantization)  # empty codes and scales of the right shapes, for the file's to fill
     return load_weights(model, folder, device, dtype)
+
+
+def read_quantization(folder):
+    """{"bits", "group_size"} of a folder save_pretrained wrote from a quantized model ("siglip_min":
+    {"quantization": ...} in config.json), else None."""
+    path = Path(folder) / "config.json"
+    quantization = json_object(read_json(path), "siglip_min").get("quantization")
+    if quantization is None:
+        return None
+    if not isinstance(quantization, dict) or set(quantization) != {"bits", "group_size"}:
+        raise InputError(f"{path}: siglip_min.quantization must be {{\"bits\": 8 or 4, \"group_size\": int or "
+                         f"null}}, got {quantization!r}")
+    return quantization
 
 
 def check_device(device):
@@ -1071,10 +1102,14 @@ def assign_weights(model, tensors, sources, problems, where):
     """Fill `model` (on the meta device) with `tensors` {our name: tensor}, or one InputError listing every problem:
     the `problems` found by the reader (missing, unexpected) and each misshaped, non-floating or non-finite tensor,
     named as its file names it (`sources`: {our name: file name})."""
-    shapes = {name: tuple(p.shape) for name, p in model.named_parameters()}
-    problems = problems + [f"shape: {sources[n]} is {tuple(t.shape)}, the config wants {shapes[n]}"
-                           for n, t in tensors.items() if tuple(t.shape) != shapes[n]]
-    problems += [problem for n, t in tensors.items() for problem in value_problems(sources[n], t)]
+    wanted = model.state_dict()  # parameters, and a quantized model's codes and scales
+    problems = problems + [f"shape: {sources[n]} is {tuple(t.shape)}, the config wants {tuple(wanted[n].shape)}"
+                           for n, t in tensors.items() if t.shape != wanted[n].shape]
+    problems += [f"dtype: {sources[n]} is {str(t.dtype).removeprefix('torch.')}, quantized codes are "
+                 f"{str(wanted[n].dtype).removeprefix('torch.')}" for n, t in tensors.items()
+                 if not wanted[n].is_floating_point() and t.dtype != wanted[n].dtype]
+    problems += [problem for n, t in tensors.items() if wanted[n].is_floating_point()
+                 for problem in value_problems(sources[n], t)]
     if problems:
         raise InputError(f"{where}: checkpoint does not fit the config ({len(problems)} problems):\n  "
                          + "\n  ".join(problems))
@@ -1100,10 +1135,14 @@ def write_checkpoint(model, folder, architecture):
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     config = config_to_hf(model.config, architecture, next(model.parameters()).dtype)
+    quantization = getattr(model, "quantization", None)
+    if quantization:  # transformers does not read these folders: its own quantized formats are others
+        quantization = {"bits": quantization["bits"], "group_size": quantization["group_size"]}
+        config["siglip_min"] = {**config.get("siglip_min", {}), "quantization": quantization}
     (folder / "config.json").write_text(json.dumps(config, indent=2) + "\n")
     prefix = single_tower_prefix(model) or ""  # a single tower is saved without it, as transformers 5.x does
-    tensors = {theirs.removeprefix(prefix): model.get_parameter(ours).detach().contiguous().cpu()
-               for ours, theirs in hf_name_map(model).items()}
+    tensors = {theirs.removeprefix(prefix): attrgetter(ours)(model).detach().contiguous().cpu()
+               for ours, theirs in hf_name_map(model).items()}  # (int8 activations' codes live in fbgemm's packing)
     save_file(tensors, folder / "model.safetensors", metadata={"format": "pt"})
 
 
@@ -1457,6 +1496,200 @@ def load_open_clip(folder, device, dtype, attn_implementation):
     with torch.device("meta"):
         model = SiglipModel(config, attn_implementation)
     return assign_converted(model, converted_name_map(model, OC_TOP, OC_TOWERS), tensors, device, dtype, weights)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Quantization: weights stored as 8-bit or 4-bit integers and a scale per output channel or per group, dequantized
+# where they are used. What the transformers SigLIP page does with bitsandbytes' 4-bit weights, in plain tensors.
+
+QUANTIZED_BITS = (8, 4)
+
+
+def quantize_groups(weight, bits, group_size):
+    """Symmetric round-to-nearest: (codes int8 (O, I), scales (O, I / group_size)) with weight ~ codes * scale.
+
+    Each run of group_size input features of a row shares a scale, max |w| / (2^(bits-1) - 1), so that run's
+    largest weight lands on +-127 (8-bit) or +-7 (4-bit) and zero stays exactly zero; group_size None: one scale per
+    row (per output channel). An all-zero group gets scale 1 and codes 0.
+    """
+    rows, columns = weight.shape
+    groups = weight.float().reshape(rows, -1, group_size or columns)  # (O, G, g)
+    qmax = 2 ** (bits - 1) - 1
+    scales = groups.abs().amax(dim=-1) / qmax  # (O, G)
+    scales = torch.where(scales > 0, scales, torch.ones_like(scales))  # (O, G)
+    codes = (groups / scales[..., None]).round().clamp(-qmax, qmax).to(torch.int8)  # (O, G, g)
+    return codes.reshape(rows, columns), scales.to(weight.dtype)
+
+
+def dequantize_groups(codes, scales):
+    """codes (O, I) times each group's scale (O, G): the weight (O, I) in the scales' dtype."""
+    rows, columns = codes.shape
+    groups = codes.reshape(rows, scales.shape[1], -1).to(scales.dtype)  # (O, G, g)
+    return (groups * scales[..., None]).reshape(rows, columns)  # (O, I)
+
+
+def pack_int4(codes):
+    """int8 codes in [-7, 7] (O, I), I even -> uint8 (O, I / 2): column 2j in the low 4 bits, 2j + 1 in the high 4,
+    each stored as code + 8."""
+    unsigned = (codes + 8).to(torch.uint8)  # (O, I), 1..15
+    return unsigned[:, 0::2] | (unsigned[:, 1::2] << 4)  # (O, I / 2)
+
+
+def unpack_int4(packed):
+    """uint8 (O, I / 2) -> int8 codes (O, I): pack_int4 undone."""
+    low, high = (packed & 15).to(torch.int8) - 8, (packed >> 4).to(torch.int8) - 8  # (O, I / 2) each
+    return torch.stack([low, high], dim=-1).reshape(packed.shape[0], -1)  # (O, I)
+
+
+class QuantizedTable(nn.Module):
+    """A weight matrix (O, I) held as integer codes and scales: `codes` int8 (O, I) for 8 bits, uint8 (O, I / 2) for
+    4 bits (two codes a byte, pack_int4), `scales` (O, G) in the model's dtype. `.weight` dequantizes it whole;
+    `[ids]` dequantizes the rows asked for (the token table, whose rows are looked up, not multiplied)."""
+
+    def __init__(self, weight, bits, group_size):
+        super().__init__()
+        self.bits, self.group_size, self.shape = bits, group_size, tuple(weight.shape)
+        codes, scales = quantize_groups(weight, bits, group_size)  # (O, I), (O, G)
+        self.register_buffer("codes", pack_int4(codes) if bits == 4 else codes)
+        self.register_buffer("scales", scales)
+
+    def integer_codes(self):
+        return unpack_int4(self.codes) if self.bits == 4 else self.codes  # (O, I) int8
+
+    @property
+    def weight(self):
+        return dequantize_groups(self.integer_codes(), self.scales)  # (O, I)
+
+    def __getitem__(self, ids):  # ids (B, L)
+        codes = self.codes[ids]  # (B, L, I) or (B, L, I / 2)
+        codes = unpack_int4(codes.flatten(0, -2)).view(*ids.shape, -1) if self.bits == 4 else codes  # (B, L, I)
+        scales = self.scales[ids]  # (B, L, G)
+        groups = codes.unflatten(-1, (scales.shape[-1], -1)).to(scales.dtype)  # (B, L, G, g)
+        return (groups * scales[..., None]).flatten(-2)  # (B, L, I)
+
+
+class QuantizedLinear(QuantizedTable):
+    """nn.Linear with a quantized weight: y = x W^T + b, W dequantized for each call (weight-only quantization: the
+    arithmetic stays in the activations' dtype; what shrinks is the memory and the file)."""
+
+    def __init__(self, linear, bits, group_size):
+        super().__init__(linear.weight.detach(), bits, group_size)
+        self.bias = nn.Parameter(linear.bias.detach().clone(), requires_grad=False)
+
+    def forward(self, x):  # x (..., I)
+        return F.linear(x, self.weight.to(x.dtype), self.bias)  # (..., O)
+
+
+class DynamicInt8Linear(nn.Module):
+    """int8 weights (one scale per output channel) times int8 activations: each sample's input is quantized on each
+    call (by its min and max) and multiplied in integers by fbgemm, torch's CPU int8 kernel, with the weight
+    packed once for it. reduce_range: 7-bit activations, so that AVX2's 16-bit pairwise sums cannot saturate.
+
+    fbgemm's ops are reached through torch.ops.quantized, the kernels behind the deprecated
+    torch.ao.quantization.quantize_dynamic; its successor, torchao's Int8DynamicActivationInt8WeightConfig, runs
+    torch._int_mm, which measured 40x slower than float32 here (x86 with AVX2, no VNNI). CPU only."""
+
+    def __init__(self, quantized):
+        super().__init__()
+        if quantized.bits != 8 or quantized.group_size is not None:
+            raise InputError("dynamic_activations needs 8-bit weights with one scale per output channel")
+        self.bits, self.group_size, self.shape = 8, None, quantized.shape
+        self.register_buffer("scales", quantized.scales)  # (O, 1)
+        self.bias = quantized.bias
+        zero_points = torch.zeros(self.shape[0], dtype=torch.long)
+        with warnings.catch_warnings():  # torch deprecates quantized tensors; fbgemm's prepack still takes only them
+            warnings.filterwarnings("ignore", message="torch.quantize_per_tensor, torch.quantize_per_channel")
+            qweight = torch._make_per_channel_quantized_tensor(quantized.codes, self.scales[:, 0].double(),
+                                                               zero_points, 0)
+            self.packed = torch.ops.quantized.linear_prepack(qweight, self.bias.float())  # the one copy of the codes
+
+    @property
+    def codes(self):
+        return torch.ops.quantized.linear_unpack(self.packed)[0].int_repr()  # (O, I) int8, for saving
+
+    @property
+    def weight(self):
+        return dequantize_groups(self.codes, self.scales)  # (O, I)
+
+    def forward(self, x):  # x (B, T, I) or (T, I), float32
+        if x.dim() == 2:
+            return torch.ops.quantized.linear_dynamic(x, self.packed, True)  # (T, O)
+        # One activation range per sample: an image's features never depend on the others in its batch (per batch,
+        # one bright image would coarsen the rest: cosine to float32 down to 0.9988 instead of 0.9997). Each
+        # sample's output goes straight into place: no list of B outputs beside the stacked copy.
+        out = x.new_empty(*x.shape[:-1], self.shape[0])  # (B, T, O)
+        for sample, row in zip(x, out):
+            row.copy_(torch.ops.quantized.linear_dynamic(sample, self.packed, True))  # (T, O)
+        return out  # (B, T, O)
+
+
+def quantize(model, bits=8, group_size=None, dynamic_activations=False):
+    """`model` (any of the four kinds) with every nn.Linear, and the text tower's token table, quantized in place.
+
+    bits=8: symmetric, one scale per output channel (group_size None) or per group. bits=4: per group of group_size
+    input features (default 64), two codes a byte. dynamic_activations=True (8-bit, CPU, float32): the linears
+    multiply in int8 (DynamicInt8Linear), the fast path on a CPU. The patch embedding (a convolution), LayerNorms,
+    biases, positions and logit scale and bias stay as they are. save_pretrained then writes the codes and scales
+    (README: "Quantized models"), and from_pretrained reads them back.
+    """
+    if bits not in QUANTIZED_BITS:
+        raise InputError(f"bits={bits!r}: siglip-min quantizes to {' or '.join(map(str, QUANTIZED_BITS))} bits")
+    group_size = 64 if bits == 4 and group_size is None else group_size
+    if group_size is not None and (not isinstance(group_size, int) or isinstance(group_size, bool)
+                                   or group_size < 2 or group_size % 2):
+        raise InputError(f"group_size={group_size!r}: expected an even int of at least 2, or None for one scale per row")
+    if dynamic_activations and (bits != 8 or group_size is not None):
+        raise InputError("dynamic_activations=True multiplies in int8: it needs bits=8 and group_size=None")
+    if dynamic_activations and device_of(model).type != "cpu":
+        raise InputError(f"dynamic_activations=True runs fbgemm, a CPU kernel; the model is on {device_of(model)}")
+    if getattr(model, "quantization", None):
+        return requantize(model, bits, group_size, dynamic_activations)
+    check_groups(model, group_size)
+
+    def quantized(linear):
+        weights_only = QuantizedLinear(linear, bits, group_size)
+        return DynamicInt8Linear(weights_only) if dynamic_activations else weights_only
+
+    replace_linears(model, nn.Linear, quantized)
+    if hasattr(model, "text"):
+        embed = model.text.embed
+        table = QuantizedTable(embed.token.detach(), bits, group_size)
+        del embed.token  # a parameter's name takes a module only once the parameter is gone
+        embed.token = table
+    model.quantization = {"bits": bits, "group_size": group_size, "dynamic_activations": dynamic_activations}
+    return model
+
+
+def requantize(model, bits, group_size, dynamic_activations):
+    """An 8-bit per-channel model (from_pretrained of a quantized folder) given int8 activations; nothing else: a
+    quantized model is not quantized again."""
+    wanted = {"bits": bits, "group_size": group_size, "dynamic_activations": dynamic_activations}
+    if model.quantization == wanted:
+        return model
+    if not (dynamic_activations and model.quantization == {**wanted, "dynamic_activations": False}):
+        raise InputError(f"the model is already quantized ({model.quantization}); load the float checkpoint to "
+                         f"quantize it otherwise")
+    replace_linears(model, QuantizedLinear, DynamicInt8Linear)
+    model.quantization = wanted
+    return model
+
+
+def replace_linears(model, kind, replacement):
+    """Every submodule of type `kind` replaced by replacement(it), in place."""
+    for parent in list(model.modules()):
+        for name, child in list(parent.named_children()):
+            if type(child) is kind:
+                setattr(parent, name, replacement(child))
+
+
+def check_groups(model, group_size):
+    """InputError naming the first weight whose input width group_size does not divide."""
+    widths = {name: module.in_features for name, module in model.named_modules() if isinstance(module, nn.Linear)}
+    if hasattr(model, "text"):
+        widths["text.embed.token"] = model.text.embed.token.shape[1]
+    for name, width in widths.items():
+        if group_size is not None and width % group_size:
+            raise InputError(f"group_size={group_size} does not divide {name}'s {width} input features")
 
 
 # ----------------------------------------------------------------------------------------------------------------
