@@ -7,6 +7,7 @@ write its own with the same names, and the report names the first layer where th
                               --out golden.safetensors
     python parity.py compare  golden.safetensors port.safetensors [--atol 1e-5] [--rtol 1e-4]
     python parity.py check-hf --model M        # siglip-min against transformers, same table
+    python parity.py quantized --model M --bits 4   # siglip-min float32 against its quantized copy, layer by layer
 
 Activation names (PORTING.md is the contract for porters: names, shapes, tolerances), in pipeline order:
 
@@ -545,6 +546,33 @@ def format_report(rows):
     return "\n".join(lines)
 
 
+def error_growth(reference, approximate):
+    """Rows {name, shape, rel_rms, max_abs, cosine} for every activation both traces hold, in pipeline order: how far an
+    approximate model (quantized, or in low precision) is from the reference at each layer, where its error enters
+    and how it grows. rel_rms = RMS(b - a) / RMS(a)."""
+    rows = []
+    for name in sorted(set(reference) & set(approximate), key=pipeline_position):
+        a, b = reference[name], approximate[name]
+        if name in INPUT_NAMES or a.shape != b.shape:
+            continue
+        max_abs, _, cosine, _ = compare_tensor(a, b, 0, 0)
+        rows.append({"name": name, "shape": str(tuple(a.shape)), "rel_rms": rms(b - a) / max(rms(a), TINY),
+                     "max_abs": max_abs, "cosine": cosine})
+    return rows
+
+
+def format_growth(rows):
+    """The error_growth table, then the largest relative error and the cosines of the embeddings."""
+    width = max(len(row["name"]) for row in rows)
+    lines = [f"{'name'.ljust(width)}  {'rel_rms':>9}  {'max_abs':>9}  {'cosine':>9}"]
+    lines += [f"{row['name'].ljust(width)}  {row['rel_rms']:9.2e}  {row['max_abs']:9.2e}  {row['cosine']:9.6f}"
+              for row in rows]
+    worst = max(rows, key=lambda row: row["rel_rms"])
+    lines.append(f"largest relative error: {worst['name']} ({worst['rel_rms']:.2e})")
+    ends = [f"{row['name']} cosine {row['cosine']:.6f}" for row in rows if row["name"] in ("image_embeds", "text_embeds")]
+    return "\n".join(lines + ([", ".join(ends)] if ends else []))
+
+
 # ----------------------------------------------------------------------------------------------------------------
 # Inputs from the command line: images or a .npy of pixel values; texts or comma-separated token ids.
 
@@ -829,6 +857,23 @@ def run_check_hf(args):
     return 0 if all(row["result"] in PASSING for row in rows) else 1
 
 
+def run_quantized(args):
+    location = sm.checkpoint_location(args.model)
+    float_model = sm.from_pretrained(location, attn_implementation=args.attn, image_size=args.image_size)
+    inputs, _ = command_line_inputs(args, location, float_model, generate_missing=True)
+    reference = trace(float_model, **as_torch(inputs))
+    del float_model
+    quantized = sm.quantize(sm.from_pretrained(location, attn_implementation=args.attn, image_size=args.image_size),
+                            args.bits, args.group_size, args.dynamic_activations)
+    approximate = trace(quantized, **as_torch(inputs))
+    how = f"{args.bits}-bit weights" + (f", groups of {quantized.quantization['group_size']}"
+                                         if quantized.quantization["group_size"] else ", one scale per output channel")
+    print(f"A: siglip-min float32 ({args.attn})\nB: siglip-min, {how}"
+          f"{', int8 activations (fbgemm)' if args.dynamic_activations else ''}\n{padding_note(reference)}"
+          f"{format_growth(error_growth(reference, approximate))}")
+    return 0
+
+
 class OneLineParser(argparse.ArgumentParser):
     """argparse whose errors are one line on stderr, exit 2, like every other error here."""
 
@@ -898,13 +943,25 @@ def build_parser():
     check.add_argument("--model", required=True, help=MODEL_HELP)
     add_input_options(check)
     add_tolerances(check)
+    quantized = commands.add_parser("quantized", help="trace a model and its quantized copy: the error at every layer",
+                                    description="Trace siglip-min in float32 and quantized (siglip_min.quantize) on the "
+                                    "same inputs and print, for every activation, the relative RMS error, the largest "
+                                    "absolute error and the cosine to float32: where the quantization error enters and "
+                                    "how it grows. Without inputs, seeded random pixels and token ids are used. Exit 0.")
+    quantized.add_argument("--model", required=True, help=MODEL_HELP)
+    add_input_options(quantized)
+    quantized.add_argument("--bits", type=int, choices=sm.QUANTIZED_BITS, default=8)
+    quantized.add_argument("--group-size", type=int, help="input features per scale (default: one scale per output "
+                                                          "channel for 8 bits, 64 for 4 bits)")
+    quantized.add_argument("--dynamic-activations", action="store_true",
+                           help="8 bits: multiply in int8, activations quantized on the fly (CPU)")
     return parser
 
 
 def main(argv=None):
     """Run one command; 0 all match (or written), 1 a mismatch, 2 a usage or input error (one line on stderr)."""
     args = build_parser().parse_args(argv)
-    run = {"export": run_export, "compare": run_compare, "check-hf": run_check_hf}[args.command]
+    run = {"export": run_export, "compare": run_compare, "check-hf": run_check_hf, "quantized": run_quantized}[args.command]
     try:
         return run(args)
     except (InputError, OSError) as e:  # bad inputs, missing or broken files: one line; a bug keeps its traceback
