@@ -4,6 +4,7 @@
     python bench.py --shape so400m --batch-sizes 1 8
     python bench.py --shape naflex                   # SigLIP 2 NaFlex (base, 256 patches) against Siglip2Model
     python bench.py --model google/siglip-base-patch16-224 --device cuda --dtypes bfloat16 float16 [--compile]
+    python bench.py --quantized --batch-sizes 32      # int8 / int4 / int8 activations against transformers, CPU
 
 Throughput is measured in this process: both models see the same inputs, after warm-up, for several repeats,
 alternating which goes first; each ratio is siglip-min / transformers (above 1: we are faster), given as the
@@ -50,6 +51,7 @@ def make_checkpoint(shape, folder):
     import transformers
 
     transformers.logging.set_verbosity_error()
+    transformers.utils.logging.disable_progress_bar()
     torch.manual_seed(0)
     if shape.startswith("naflex"):
         transformers.Siglip2Model(transformers.Siglip2Config(**SHAPES[shape])).save_pretrained(folder)
@@ -200,6 +202,167 @@ def run(args, folder):
     print("ratio: siglip-min / transformers (throughput: above 1 is faster; load time and memory: below 1 is better)")
 
 
+# ----------------------------------------------------------------------------------------------------------------
+# --quantized: siglip-min's quantized paths against transformers in float32, bfloat16 and with bitsandbytes' 4-bit
+# weights (as the transformers SigLIP page shows), on the CPU.
+
+QUANTIZED_PATHS = {  # name: (implementation, dtype, siglip_min.quantize arguments, or "bitsandbytes"; kernel)
+    "transformers float32": ("transformers", "float32", None, "sgemm"),
+    "transformers bfloat16": ("transformers", "bfloat16", None, "bf16 gemm"),
+    "transformers bnb 4-bit": ("transformers", "float32", "bitsandbytes", "bnb nf4, dequantize + sgemm"),
+    "siglip-min float32": ("siglip-min", "float32", None, "sgemm"),
+    "siglip-min int8": ("siglip-min", "float32", dict(bits=8), "dequantize + sgemm"),
+    "siglip-min int4 g64": ("siglip-min", "float32", dict(bits=4, group_size=64), "dequantize + sgemm"),
+    "siglip-min int8 dynamic": ("siglip-min", "float32", dict(bits=8, dynamic_activations=True),
+                                "fbgemm u8 x s8, 7-bit activations"),
+}
+TRANSFORMERS_PATHS = ("transformers float32", "transformers bfloat16")  # the fastest of these is the yardstick
+SLOW_CALL_S = 20.0  # a path whose first call takes longer is timed by that call alone
+
+
+def bitsandbytes_missing():
+    """Why the bitsandbytes row cannot run here, or "" when it can."""
+    import importlib.util
+
+    missing = [name for name in ("bitsandbytes", "accelerate") if importlib.util.find_spec(name) is None]
+    return f"{' and '.join(missing)} not installed (pip install -r requirements-bench.txt)" if missing else ""
+
+
+def load_path(name, folders):
+    """The model of one QUANTIZED_PATHS entry, from the float32 folder or the quantized one save_pretrained wrote."""
+    impl, dtype, how, _ = QUANTIZED_PATHS[name]
+    if impl == "transformers":
+        import transformers
+
+        transformers.logging.set_verbosity_error()
+        transformers.utils.logging.disable_progress_bar()
+        options = {"dtype": sm.DTYPES[dtype], "attn_implementation": "sdpa"}
+        if how == "bitsandbytes":
+            options.update(device_map="cpu", quantization_config=transformers.BitsAndBytesConfig(
+                load_in_4bit=True, bnb_4bit_compute_dtype=torch.float32))
+        return transformers.SiglipModel.from_pretrained(folders["float32"], **options).eval()
+    if how is None:
+        return sm.SiglipModel.from_pretrained(folders["float32"])
+    model = sm.from_pretrained(folders[f"int{how['bits']}"])
+    return sm.quantize(model, **how) if how.get("dynamic_activations") else model  # int8 codes as saved
+
+
+def quantized_child(args):
+    """In a fresh process: load one path, embed one batch of images and texts, print load seconds and peak RSS."""
+    folders = json.loads(args.folders)
+    if QUANTIZED_PATHS[args.path][0] == "transformers":
+        import transformers  # noqa: F401  (import time is not load time)
+    start = time.perf_counter()
+    model = load_path(args.path, folders)
+    load_s = time.perf_counter() - start
+    image_features, text_features = feature_functions(QUANTIZED_PATHS[args.path][0], model)
+    pixels, ids = make_inputs(sm.SiglipConfig.from_pretrained(folders["float32"]), args.batch_sizes[-1], "cpu",
+                              sm.DTYPES[QUANTIZED_PATHS[args.path][1]])
+    with torch.no_grad():
+        image_features(pixels), text_features(ids)
+    print(json.dumps({"load_s": load_s, "peak_rss_mb": peak_rss_mb()}))
+
+
+def path_load(name, folders, batch, repeats):
+    """Median load seconds and peak RSS (MB) of one path over `repeats` fresh processes."""
+    runs = [json.loads(subprocess.run([sys.executable, __file__, "--child", "--path", name, "--folders",
+                                       json.dumps(folders), "--batch-sizes", str(batch), "--threads",
+                                       str(torch.get_num_threads())], capture_output=True, text=True,
+                                      check=True).stdout.strip().splitlines()[-1]) for _ in range(repeats)]
+    return statistics.median(r["load_s"] for r in runs), statistics.median(r["peak_rss_mb"] for r in runs)
+
+
+def interleaved_speeds(models, config, batch, repeats, warmup):
+    """{path: (images/s, texts/s)}, medians over `repeats` rounds in which every path runs once, in an order that
+    rotates each round (a machine that speeds up or slows down over the minutes shifts no path against another).
+    A path whose first call takes over SLOW_CALL_S is timed by that call alone."""
+    calls = {}
+    for name, model in models.items():
+        impl, dtype = QUANTIZED_PATHS[name][:2]
+        pixels, ids = make_inputs(config, batch, "cpu", sm.DTYPES[dtype])
+        image_features, text_features = feature_functions(impl, model)
+        calls[(name, 0)], calls[(name, 1)] = (image_features, pixels), (text_features, ids)
+    times = {key: [] for key in calls}
+    for key, (fn, x) in calls.items():
+        first = seconds(fn, x, "cpu")
+        if first > SLOW_CALL_S:  # bfloat16 without native support crawls
+            times[key].append(first)
+        for _ in range(warmup - 1):
+            seconds(fn, x, "cpu")
+    keys = [key for key in calls if not times[key]]
+    for r in range(repeats):
+        for key in keys[r % len(keys):] + keys[:r % len(keys)]:
+            times[key].append(seconds(*calls[key], "cpu"))
+    return {name: tuple(batch / statistics.median(times[(name, i)]) for i in (0, 1)) for name in models}
+
+
+def matmul_peak_gflops(n=2048, repeats=3):
+    """This machine's float32 matrix-multiply rate now: the best of `repeats` n x n x n torch.mm calls."""
+    a, b = torch.randn(n, n), torch.randn(n, n)
+    a @ b
+    best = min(seconds(lambda x: x @ b, a, "cpu") for _ in range(repeats))
+    return 2 * n ** 3 / best / 1e9
+
+
+def image_tower_gflop(v):
+    """Multiply-adds x 2 of one image through the vision tower: patch embedding, blocks (projections, attention
+    scores and values, MLP), MAP head (keys and values over N tokens, the one query's MLP)."""
+    N, D, I = (v.image_size // v.patch_size) ** 2, v.hidden_size, v.intermediate_size
+    patch = N * v.num_channels * v.patch_size ** 2 * D
+    block = N * (4 * D * D + 2 * D * I) + 2 * N * N * D
+    head = 2 * N * D * D + 2 * D * D + 2 * N * D + 2 * D * I
+    return 2 * (patch + v.num_hidden_layers * block + head) / 1e9
+
+
+def cpu_features():
+    """'AVX2; avx2 fma, no avx512_bf16, no VNNI, no AMX': what the int8 and bfloat16 kernels can use here."""
+    flags = set()
+    if Path("/proc/cpuinfo").exists():
+        flags = set(next((line.split(":", 1)[1].split() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                          if line.startswith("flags")), []))
+    wanted = {"avx2": "avx2", "fma": "fma", "avx512f": "avx512f", "avx512_bf16": "avx512_bf16",
+              "VNNI": {"avx512_vnni", "avx_vnni"}, "AMX": {"amx_tile", "amx_int8", "amx_bf16"}}
+    said = [name if (flags & ({f} if isinstance(f, str) else f)) else f"no {name}" for name, f in wanted.items()]
+    return f"{torch.backends.cpu.get_cpu_capability()}; {', '.join(said)}"
+
+
+def run_quantized(args, folder):
+    config = sm.SiglipConfig.from_pretrained(folder)
+    batch = args.batch_sizes[-1]
+    print(machine())
+    print(f"checkpoint: {args.model or 'random ' + args.shape + ' shape'}; CPU features: {cpu_features()}")
+    with tempfile.TemporaryDirectory() as scratch:
+        folders = {"float32": str(folder)}
+        for bits in (8, 4):
+            folders[f"int{bits}"] = str(Path(scratch) / f"int{bits}")
+            sm.quantize(sm.from_pretrained(folder), bits=bits).save_pretrained(folders[f"int{bits}"])
+        peak = matmul_peak_gflops()
+        print(f"float32 matmul peak now: {peak:.0f} GFLOP/s; image tower: {image_tower_gflop(config.vision_config):.2f} "
+              f"GFLOP per image; batch {batch}, sdpa")
+        print(f"{'path':<24} {'images/s':>9} {'texts/s':>9} {'vs best hf':>11} {'load s':>7} {'RSS MB':>7} "
+              f"{'file MB':>8} {'peak':>5}  kernel")
+        missing = bitsandbytes_missing()
+        names = [name for name, (_, _, how, _) in QUANTIZED_PATHS.items() if not (how == "bitsandbytes" and missing)]
+        measured = interleaved_speeds({name: load_path(name, folders) for name in names}, config, batch,
+                                      args.repeats, args.warmup)
+        best = [max(measured[p][i] for p in TRANSFORMERS_PATHS) for i in (0, 1)]
+        for name, (impl, dtype, how, kernel) in QUANTIZED_PATHS.items():
+            if name not in measured:
+                print(f"{name:<24} not run: {missing}")
+                continue
+            load_s, rss = path_load(name, folders, batch, args.load_repeats) if args.load_repeats else ("-", "-")
+            file = folders[f"int{how['bits']}"] if isinstance(how, dict) else folders["float32"]
+            size = (Path(file) / "model.safetensors").stat().st_size / 2**20
+            fraction = f"{measured[name][0] * image_tower_gflop(config.vision_config) / peak:.2f}" \
+                if dtype == "float32" and how is None else "-"
+            ratios = "/".join(f"{m / b:.2f}" for m, b in zip(measured[name], best))
+            load_s, rss = (load_s, rss) if load_s == "-" else (f"{load_s:.2f}", f"{rss:.0f}")
+            print(f"{name:<24} {measured[name][0]:>9.2f} {measured[name][1]:>9.2f} {ratios:>11} {load_s:>7} "
+                  f"{rss:>7} {size:>8.1f} {fraction:>5}  {kernel}")
+    print("vs best hf: images/texts per second over the faster of transformers float32 and bfloat16; peak: the image "
+          "tower's share of the float32 matmul peak; file: what the path loads")
+
+
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", help="checkpoint folder or cached Hub id, SigLIP or SigLIP 2 NaFlex (default: a random "
@@ -214,8 +377,12 @@ def parse_args(argv=None):
     p.add_argument("--load-repeats", type=int, default=3, help="subprocess runs per implementation (0: skip)")
     p.add_argument("--threads", type=int, help="torch threads (default: torch's own choice)")
     p.add_argument("--compile", action="store_true", help="torch.compile both feature functions")
+    p.add_argument("--quantized", action="store_true", help="the quantized paths' table (CPU, float32 weights in, "
+                                                            "last --batch-sizes entry, sdpa)")
     p.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--impl", help=argparse.SUPPRESS)
+    p.add_argument("--path", choices=QUANTIZED_PATHS, help=argparse.SUPPRESS)
+    p.add_argument("--folders", help=argparse.SUPPRESS)
     return p.parse_args(argv)
 
 
@@ -226,11 +393,12 @@ def main(argv=None):
     try:
         sm.check_device(args.device)
         if args.child:
-            return load_child(args)
+            return quantized_child(args) if args.path else load_child(args)
+        benchmark = run_quantized if args.quantized else run
         if args.model:
-            return run(args, args.model)
+            return benchmark(args, args.model)
         with tempfile.TemporaryDirectory() as folder:
-            run(args, make_checkpoint(args.shape, folder))
+            benchmark(args, make_checkpoint(args.shape, folder))
     except (InputError, OSError) as e:  # a bad --model or --device: one line; a bug keeps its traceback
         print("bench.py: error: " + " ".join(str(e).split()), file=sys.stderr)
         return 2
