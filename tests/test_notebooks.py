@@ -17,7 +17,8 @@ from nbclient import NotebookClient
 
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOKS = ROOT / "notebooks"
-EXPECTED = ["01_walkthrough.ipynb", "02_sigmoid_loss.ipynb", "03_train_tiny.ipynb", "04_parity.ipynb"]
+EXPECTED = ["01_walkthrough.ipynb", "02_sigmoid_loss.ipynb", "03_train_tiny.ipynb", "04_parity.ipynb",
+            "05_quantization.ipynb"]
 KERNEL = "siglip-min-tests"
 CELL_TIMEOUT = 300  # seconds; each notebook as a whole takes well under 3 minutes on 2 CPU cores
 
@@ -42,7 +43,7 @@ def kernel_specs(tmp_path_factory):
     return KernelSpecManager(kernel_dirs=[str(kernels)])
 
 
-def test_the_four_notebooks_are_there():
+def test_the_five_notebooks_are_there():
     assert [p.name for p in notebook_paths()] == EXPECTED
 
 
