@@ -32,6 +32,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import torch.distributed as dist
 import torch.nn as nn
 import torch.nn.functional as F
 from safetensors import SafetensorError, safe_open
@@ -610,6 +611,69 @@ def pairwise_loss_sum(image_embeds, text_embeds, logit_scale, logit_bias, positi
     if positives:
         z = z + 2 * torch.eye(*logits.shape, device=logits.device, dtype=logits.dtype)  # ...but the diagonal
     return -F.logsigmoid(z * logits).sum()  # ()
+
+
+def distributed_sigmoid_loss(image_embeds, text_embeds, logit_scale, logit_bias, group=None):
+    """This process's share of sigmoid_loss over the batch that the processes of `group` hold together ([1] §3.3).
+
+    Each rank passes its own rows (n_r, D) of L2-normalised pairs. Step 0 scores its own block, which holds its
+    positives; at steps 1..W-1 every rank hands the texts it holds to the rank below (rank r - 1) and takes those of
+    the rank above, and scores its images against them, negatives only. No rank ever holds more than its own images,
+    one rank's texts and one (n_r, n_s) block. Returns this rank's images' terms against all B texts, divided by the
+    global B: the shares of all ranks sum to sigmoid_loss of the whole batch. Its backward sends each received
+    text's gradient back along the ring to the rank that owns the text (RingPass), so after backward each rank's
+    text embeddings carry the gradient of the whole loss, as its image embeddings do; logit_scale's and
+    logit_bias's gradients are this share's, to be summed over ranks. Shares may differ in size (B need not divide
+    by W); an empty share or a different D on some rank is refused, naming every rank's (n, D).
+    """
+    check_pairs(image_embeds, text_embeds)
+    world, rank = dist.get_world_size(group), dist.get_rank(group)
+    shapes = torch.tensor(image_embeds.shape)  # (2,): n, D
+    every = [torch.zeros_like(shapes) for _ in range(world)]
+    dist.all_gather(every, shapes, group=group)
+    sizes = [tuple(s.tolist()) for s in every]
+    if any(n == 0 for n, _ in sizes) or len({d for _, d in sizes}) != 1:
+        raise InputError(f"every rank needs pairs of the same width: (n, D) by rank {sizes}")
+    below, above = ring_peer(group, (rank - 1) % world), ring_peer(group, (rank + 1) % world)
+    loss = pairwise_loss_sum(image_embeds, text_embeds, logit_scale, logit_bias, positives=True)
+    texts = text_embeds  # (n_r, D): at step s, the texts of rank (r + s) % W
+    for step in range(1, world):
+        texts = RingPass.apply(texts, below, above, sizes[(rank + step) % world][0], group)  # (n_s, D)
+        loss = loss + pairwise_loss_sum(image_embeds, texts, logit_scale, logit_bias, positives=False)
+    return loss / sum(n for n, _ in sizes)
+
+
+def ring_peer(group, rank_in_group):
+    """The global rank torch.distributed's point-to-point calls take for a rank of `group`."""
+    return rank_in_group if group is None else dist.get_global_rank(group, rank_in_group)
+
+
+def exchange(outgoing, to, incoming, source, group):
+    """Send `outgoing` to rank `to` and fill `incoming` from rank `source`, both at once (no rank waits on another
+    that is itself sending)."""
+    requests = dist.batch_isend_irecv([dist.P2POp(dist.isend, outgoing.contiguous(), to, group),
+                                       dist.P2POp(dist.irecv, incoming, source, group)])
+    for request in requests:
+        request.wait()
+
+
+class RingPass(torch.autograd.Function):
+    """Forward: send x (n, D) to the rank below, return the (rows, D) received from the rank above. Backward: the
+    gradient of what was received goes back up to its sender, and the gradient of what was sent comes up from the
+    rank below, so each tensor's gradient ends where the tensor came from."""
+
+    @staticmethod
+    def forward(ctx, x, below, above, rows, group):
+        ctx.below, ctx.above, ctx.group, ctx.sent_shape = below, above, group, x.shape
+        received = x.new_empty(rows, x.shape[1])  # (rows, D)
+        exchange(x, below, received, above, group)
+        return received
+
+    @staticmethod
+    def backward(ctx, grad_received):
+        grad_sent = grad_received.new_empty(ctx.sent_shape)  # (n, D)
+        exchange(grad_received, ctx.above, grad_sent, ctx.below, ctx.group)
+        return grad_sent, None, None, None, None
 
 
 def softmax_loss(image_embeds, text_embeds, logit_scale):
