@@ -4,6 +4,7 @@
     python train.py --steps 3 --out /tmp/smoke       # a quick smoke run
     python train.py --data photos --out my-siglip    # photos/captions.jsonl: {"image": "cat.jpg", "caption": "..."}
     python train.py --init checkpoints/siglip-tiny-shapes --data photos --out tuned   # fine-tune any SigLIP
+    torchrun --nproc_per_node=2 train.py --threads 1 --out runs/two   # the same run across 2 processes
 
 The synthetic data is shapes.py's. Every batch holds each caption at most once: the sigmoid loss ([1] §3) takes
 every off-diagonal pair for a negative, so a repeated caption would teach the model that a red circle is not a red
@@ -15,6 +16,11 @@ inference, and each file of the output folder is written by the class that reads
 model.safetensors by the model, spiece.model and tokenizer_config.json by the tokenizer, preprocessor_config.json by
 the image processor): siglip_min and transformers load it alike.
 
+Under torchrun (gloo: CPU processes) every rank draws the same global batch from the same seed and keeps its share
+of the rows; the loss is siglip_min.distributed_sigmoid_loss, whose text embeddings travel round the ranks, and
+DistributedDataParallel averages the gradients. Rank 0 logs, evaluates and saves. The run takes the same steps as
+one process with the same --batch-size and --seed, to float32 rounding.
+
 References
   [1] Zhai et al., "Sigmoid Loss for Language Image Pre-Training", ICCV 2023, arXiv:2303.15343.
   [2] Li et al., "Scaling Language-Image Pre-training via Masking" (FLIP), CVPR 2023: patch dropout.
@@ -24,6 +30,7 @@ import copy
 import io
 import json
 import math
+import os
 import sys
 import tempfile
 import time
@@ -33,6 +40,8 @@ from pathlib import Path
 import numpy as np
 import sentencepiece as spm
 import torch
+import torch.distributed as dist
+from torch.nn.parallel import DistributedDataParallel
 
 import shapes
 import siglip_min as sm
@@ -307,6 +316,9 @@ def check_out(options):
 def run(options):
     """Seed, data, model, training, and the saved folder options.out (checked before anything else is done)."""
     check_out(options)
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:  # started by torchrun
+        check_distributable(options)
+        dist.init_process_group("gloo")
     torch.set_num_threads(options.threads)
     torch.manual_seed(options.seed)
     rng = np.random.default_rng(options.seed)
@@ -319,8 +331,39 @@ def run(options):
                else synthetic_batches(rng, options.batch_size, image_size, options.training_classes(), options.repeats))
     evaluation = None if pairs else shapes.draw_batch(np.random.default_rng(options.seed + 1), 320, image_size)
     average = train(model, tok, proc, batches, evaluation, options)
-    save_folder(average, tok, proc, options.out)
-    print(f"saved {options.out}")
+    if rank() == 0:
+        save_folder(average, tok, proc, options.out)
+        print(f"saved {options.out}")
+    if dist.is_initialized():
+        dist.destroy_process_group()
+
+
+def rank():
+    return dist.get_rank() if dist.is_initialized() else 0
+
+
+def check_distributable(options):
+    """What runs across processes: the sigmoid loss (the softmax loss needs every text at once), without patch
+    dropout (the model's forward, which DistributedDataParallel wraps, takes no kept patches)."""
+    if options.loss != "sigmoid" or options.patch_dropout:
+        raise InputError("under torchrun train.py runs the sigmoid loss without --patch-dropout; got "
+                         f"--loss {options.loss} --patch-dropout {options.patch_dropout}")
+
+
+def my_share(images, captions):
+    """This rank's rows of the global batch: rank r of W takes the r-th of W near-equal runs (all rows alone)."""
+    if not dist.is_initialized():
+        return images, captions
+    rows = np.array_split(np.arange(len(captions)), dist.get_world_size())[dist.get_rank()]
+    return [images[i] for i in rows], [captions[i] for i in rows]
+
+
+def distributed_loss(ddp, ids, pixels, attention_mask):
+    """This rank's share of the global sigmoid loss, through DistributedDataParallel's forward (which arms its
+    gradient averaging) and the ring of distributed_sigmoid_loss. The shares of all ranks sum to the global loss."""
+    out = ddp(input_ids=ids, pixel_values=pixels, attention_mask=attention_mask)
+    model = ddp.module
+    return sm.distributed_sigmoid_loss(out.image_embeds, out.text_embeds, model.logit_scale, model.logit_bias)
 
 
 def train(model, tok, proc, batches, evaluation, options, on_log=None):
@@ -333,24 +376,36 @@ def train(model, tok, proc, batches, evaluation, options, on_log=None):
     opt = optimizer(model, options.lr, options.weight_decay)
     average = copy.deepcopy(model).eval()
     model.train()
+    ddp = DistributedDataParallel(model) if dist.is_initialized() else None
+    world = dist.get_world_size() if ddp else 1
     start, last, last_step = time.time(), time.time(), 0
     for step in range(1, options.steps + 1):
-        images, captions = next(batches)
+        images, captions = my_share(*next(batches))  # the global batch, every rank alike; this rank's rows of it
         ids, mask = map(torch.from_numpy, tok(captions, return_attention_mask=True))
         pixels = torch.from_numpy(proc(images))
         for group in opt.param_groups:
             group["lr"] = learning_rate(step - 1, options.steps, options.lr,
                                         min(options.warmup, options.steps // 10 + 1))
         drop = options.patch_dropout if step <= (1 - options.unmasked_tail) * options.steps else 0.0
-        loss = batch_loss(model, ids, pixels, options.loss, mask if options.mask_padding else None, drop)
         opt.zero_grad(set_to_none=True)
-        loss.backward()
+        if ddp is None:
+            loss = batch_loss(model, ids, pixels, options.loss, mask if options.mask_padding else None, drop)
+            loss.backward()
+        else:
+            share = distributed_loss(ddp, ids, pixels, mask if options.mask_padding else None)
+            # DDP averages each gradient over the W ranks; a rank's share backpropagated W times over makes that
+            # average the sum of the shares' gradients: the gradient of the global loss, as in one process.
+            (share * dist.get_world_size()).backward()
+            loss = share.detach().clone()
+            dist.all_reduce(loss)  # the global loss, for the log
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
         update_average(average, model, decay=min(options.ema, step / (step + 10)))
+        if rank() != 0:
+            continue
         if step % options.log_every == 0 or step == options.steps:
             now = time.time()
-            row = {"step": step, "loss": loss.item(), "images_per_s": (step - last_step) * len(captions) / (now - last),
+            row = {"step": step, "loss": loss.item(), "images_per_s": (step - last_step) * len(captions) * world / (now - last),
                    "temperature": model.logit_scale.exp().item(), "bias": model.logit_bias.item(),
                    "seconds": now - start}
             print(f"step {step:5d}  loss {row['loss']:.4f}  {row['images_per_s']:5.0f} images/s  "
