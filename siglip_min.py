@@ -968,25 +968,40 @@ def single_tower_prefix(model):
 
 
 def read_config(folder):
-    """(the config, config.json's "architectures") of a transformers folder, the config by its model_type:
-    SiglipConfig ("siglip"), SiglipVisionConfig ("siglip_vision_model") or SiglipTextConfig ("siglip_text_model")."""
+    """(the config, config.json's "architectures", its quantization or None) of a transformers folder, read once. The
+    config by its model_type: SiglipConfig ("siglip"), SiglipVisionConfig ("siglip_vision_model") or SiglipTextConfig
+    ("siglip_text_model"); the quantization as save_pretrained wrote it for a quantized model (read_quantization)."""
     path = Path(folder) / "config.json"
     values = read_json(path)
     try:
-        model_type = values.get("model_type", "siglip")
-        if model_type == "siglip_vision_model":
-            return known_fields(SiglipVisionConfig, values), values.get("architectures") or []
-        if model_type == "siglip2_vision_model":
-            return known_fields(SiglipVisionConfig, {"num_patches": NAFLEX_NUM_PATCHES, **values}), \
-                values.get("architectures") or []
-        if model_type in ("siglip_text_model", "siglip2_text_model"):
-            return known_fields(SiglipTextConfig, values), values.get("architectures") or []
-        if model_type not in ("siglip", "siglip2"):
-            raise InputError(f"model_type {model_type!r}: {OTHER_KINDS.get(model_type, 'not SigLIP')}; siglip-min "
-                             f"reads model_type siglip and siglip2, and their _vision_model and _text_model")
-        return SiglipConfig.from_hf(values), values.get("architectures") or []
+        return config_of(values), values.get("architectures") or [], read_quantization(values)
     except InputError as e:
         raise InputError(f"{path}: {e}") from None
+
+
+def config_of(values):
+    """The config of config.json's `values`, by their model_type."""
+    model_type = values.get("model_type", "siglip")
+    if model_type == "siglip_vision_model":
+        return known_fields(SiglipVisionConfig, values)
+    if model_type == "siglip2_vision_model":
+        return known_fields(SiglipVisionConfig, {"num_patches": NAFLEX_NUM_PATCHES, **values})
+    if model_type in ("siglip_text_model", "siglip2_text_model"):
+        return known_fields(SiglipTextConfig, values)
+    if model_type not in ("siglip", "siglip2"):
+        raise InputError(f"model_type {model_type!r}: {OTHER_KINDS.get(model_type, 'not SigLIP')}; siglip-min "
+                         f"reads model_type siglip and siglip2, and their _vision_model and _text_model")
+    return SiglipConfig.from_hf(values)
+
+
+def read_quantization(values):
+    """{"bits", "group_size"} of a config.json save_pretrained wrote from a quantized model ("siglip_min":
+    {"quantization": ...}), else None."""
+    quantization = json_object(values, "siglip_min").get("quantization")
+    if quantization is not None and (not isinstance(quantization, dict) or set(quantization) != {"bits", "group_size"}):
+        raise InputError(f"siglip_min.quantization must be {{\"bits\": 8 or 4, \"group_size\": int or null}}, got "
+                         f"{quantization!r}")
+    return quantization
 
 
 OTHER_KINDS = {  # what a refused config.json holds, said in one line
@@ -1034,30 +1049,17 @@ def check_dtype(dtype):
 
 def load_pretrained(model_class, path_or_repo_id, device, dtype, attn_implementation, checkpoint_config=None):
     """A `model_class` built on the meta device (no memory, no init), then filled from a transformers folder.
-    checkpoint_config: read_config's (config, architectures) of the folder, when the caller has read it already."""
+    checkpoint_config: read_config's (config, architectures, quantization), when the caller has read it already."""
     device = check_device(device)
     check_dtype(dtype)
     folder = resolve_model_dir(path_or_repo_id)
-    config = config_for(model_class, *(checkpoint_config or read_config(folder)))
+    config, architectures, quantization = checkpoint_config or read_config(folder)
+    config = config_for(model_class, config, architectures)
     with torch.device("meta"):
         model = model_class(config, attn_implementation)
-        quantization = read_quantization(folder)
         if quantization:
             quantize(model, **quantization)  # empty codes and scales of the right shapes, for the file's to fill
     return load_weights(model, folder, device, dtype)
-
-
-def read_quantization(folder):
-    """{"bits", "group_size"} of a folder save_pretrained wrote from a quantized model ("siglip_min":
-    {"quantization": ...} in config.json), else None."""
-    path = Path(folder) / "config.json"
-    quantization = json_object(read_json(path), "siglip_min").get("quantization")
-    if quantization is None:
-        return None
-    if not isinstance(quantization, dict) or set(quantization) != {"bits", "group_size"}:
-        raise InputError(f"{path}: siglip_min.quantization must be {{\"bits\": 8 or 4, \"group_size\": int or "
-                         f"null}}, got {quantization!r}")
-    return quantization
 
 
 def check_device(device):
@@ -1779,11 +1781,12 @@ def from_pretrained(path_or_repo_id, device="cpu", dtype=torch.float32, attn_imp
         found = ", ".join(sorted(p.name for p in folder.iterdir())[:8]) or "nothing"
         raise InputError(f"{folder}: no config.json (nor open_clip_config.json), so not a checkpoint siglip-min reads; "
                          f"it holds {found}{pickles_found(folder)}")
-    config, architectures = read_config(folder)
+    config, architectures, quantization = read_config(folder)
     model_class = {SiglipVisionConfig: SiglipVisionModel, SiglipTextConfig: SiglipTextModel}.get(type(config))
     if model_class is None:
         model_class = SiglipClassifier if is_classifier(architectures) else SiglipModel
-    return load_pretrained(model_class, folder, device, dtype, attn_implementation, (config, architectures))
+    return load_pretrained(model_class, folder, device, dtype, attn_implementation,
+                           (config, architectures, quantization))
 
 
 def checkpoint_location(path_or_repo_id):
