@@ -13,14 +13,14 @@ SHAPES_TINY = {"text_config": dict(hidden_size=64, intermediate_size=128, num_hi
 
 def test_bench_smoke_on_tiny_shape():
     result = subprocess.run([sys.executable, str(BENCH), "--shape", "tiny", "--batch-sizes", "2", "--repeats", "2",
-                             "--warmup", "0", "--load-repeats", "1", "--attn", "sdpa", "eager"],
+                             "--warmup", "0", "--load-repeats", "1", "--attn", "sdpa"],
                             capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr
     lines = result.stdout.splitlines()
     assert lines[0].startswith("machine: ") and "torch 2.13" in lines[0]
     for what in ("image features/s", "text features/s", "load time (s)", "peak RSS (MB)"):
         rows = [line for line in lines if line.startswith(what)]
-        assert len(rows) == 2, (what, result.stdout)  # one per attention implementation
+        assert len(rows) == 1, (what, result.stdout)  # one per attention implementation asked for
         for row in rows:
             ours, theirs, ratio = row.split()[-4:-1]
             assert float(ours) > 0 and float(theirs) > 0 and float(ratio.rstrip("x")) >= 0  # 0.00x: a tiny ratio

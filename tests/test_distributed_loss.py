@@ -105,9 +105,10 @@ def test_torchrun_with_two_processes_takes_the_steps_of_one(tmp_path):
         torch.testing.assert_close(got[name], want[name], rtol=1e-4, atol=2e-4, msg=name)
 
 
-def test_torchrun_refuses_what_does_not_distribute(tmp_path):
-    train = str(Path(__file__).resolve().parents[1] / "train.py")
-    run = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", train,
-                          "--steps", "1", "--loss", "softmax", "--out", str(tmp_path / "x")], capture_output=True,
-                         text=True, timeout=600)
-    assert run.returncode != 0 and "under torchrun train.py runs the sigmoid loss without --patch-dropout" in run.stderr
+@pytest.mark.parametrize("option", [dict(loss="softmax"), dict(patch_dropout=0.5)])
+def test_what_does_not_distribute_is_refused_before_the_processes_start(option):
+    """train.run calls check_distributable first under torchrun (WORLD_SIZE > 1), before any process group."""
+    import train
+
+    with pytest.raises(InputError, match="under torchrun train.py runs the sigmoid loss without --patch-dropout"):
+        train.check_distributable(train.TrainOptions(**option))
