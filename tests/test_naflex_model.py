@@ -32,8 +32,12 @@ from preprocess import Siglip2ImageProcessor
 FEATURES_ATOL = 1e-5  # float32 CPU features: the README's parity promise
 LOGITS_ATOL = 1e-4
 ATTN = ["eager", "sdpa"]
-SETTINGS = dict(deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture,
-                                                      HealthCheck.data_too_large])
+# The same examples on every run (derandomize): a random search once drew a width-8, one-head model where
+# transformers' own float32 rounding alone comes near 1e-5 (test_widest_gap_seen_is_transformers_own_rounding), and
+# CI must not pass or fail by the draw.
+SETTINGS = dict(deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow,
+                                                                        HealthCheck.function_scoped_fixture,
+                                                                        HealthCheck.data_too_large])
 PATCH_SIZES = [2, 4, 8, 14, 16]
 NUM_PATCHES = [4, 9, 16, 64, 256]  # position grids 2x2 to 16x16
 GELUS = ["gelu_pytorch_tanh", "gelu"]
@@ -318,6 +322,27 @@ def test_vision_model_matches_transformers_on_real_patches(attn_implementation, 
                 ours.get_image_features(pixel_values, mask, shapes)
     observe(f"vision_real[{attn_implementation}]", errors)
     assert_close(errors)
+
+
+def test_widest_gap_seen_is_transformers_own_rounding(tmp_path):
+    """The one example a random search found over 1e-5 (last_hidden_state 1.1e-05 with sdpa, 2026-11-28): a width-8,
+    one-head, two-layer model, eps 1e-5, values up to 2.9. Against the same model computed in float64, ours is within
+    3.4e-06 and transformers' sdpa within 9.4e-06: the gap is float32 rounding, mostly transformers'. Asserted, so a
+    real regression on this example still fails."""
+    config = dict(num_attention_heads=1, hidden_size=8, intermediate_size=11, num_hidden_layers=2, patch_size=2,
+                  num_patches=9, layer_norm_eps=1e-05, hidden_act="gelu_pytorch_tanh", vision_use_head=False)
+    pixel_values, mask, shapes = naflex_inputs(2, [(124, 124)], 196, 20402)
+    save_hf(tmp_path, transformers.Siglip2VisionModel, transformers.Siglip2VisionConfig(**config), 129)
+    hf = load_hf(tmp_path, transformers.Siglip2VisionModel, "sdpa")
+    ours = sm.SiglipVisionModel.from_pretrained(tmp_path, attn_implementation="sdpa")
+    exact = sm.SiglipVisionModel.from_pretrained(tmp_path, attn_implementation="eager").double()
+    real = mask.bool()
+    with torch.no_grad():
+        truth = exact(pixel_values.double(), mask, shapes)[real]
+        theirs = hf(pixel_values=pixel_values, pixel_attention_mask=mask, spatial_shapes=shapes).last_hidden_state[real]
+        mine = ours(pixel_values, mask, shapes)[real]
+    ours_error, their_error = max_abs(mine.double(), truth), max_abs(theirs.double(), truth)
+    assert ours_error <= FEATURES_ATOL and ours_error < their_error, (ours_error, their_error)
 
 
 @pytest.mark.parametrize("attn_implementation", ATTN)
