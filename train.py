@@ -395,7 +395,7 @@ def train(model, tok, proc, batches, evaluation, options, on_log=None):
             share = distributed_loss(ddp, ids, pixels, mask if options.mask_padding else None)
             # DDP averages each gradient over the W ranks; a rank's share backpropagated W times over makes that
             # average the sum of the shares' gradients: the gradient of the global loss, as in one process.
-            (share * dist.get_world_size()).backward()
+            (share * world).backward()
             loss = share.detach().clone()
             dist.all_reduce(loss)  # the global loss, for the log
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)

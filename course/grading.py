@@ -19,6 +19,11 @@ PROPERTIES = settings(max_examples=25, deadline=None, derandomize=True, database
                       phases=(Phase.explicit, Phase.generate))
 
 
+def randn(*shape, seed=0, scale=1.0):
+    """A reproducible N(0, scale^2) float32 tensor of `shape`."""
+    return torch.randn(*shape, generator=torch.Generator().manual_seed(seed)) * scale
+
+
 def as_array(x, what):
     """float64 NumPy of a tensor or array; AssertionError naming `what` for anything else (None from a stub...)."""
     if torch.is_tensor(x):

@@ -43,13 +43,7 @@ NUM_PATCHES = [4, 9, 16, 64, 256]  # position grids 2x2 to 16x16
 GELUS = ["gelu_pytorch_tanh", "gelu"]
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """These models are tiny: one thread is 3-4x faster than two fighting other processes for the cores."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # conftest.py: these models are tiny
 
 
 # ----------------------------------------------------------------------------------------------------------------

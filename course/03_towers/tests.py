@@ -14,7 +14,7 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 
 import siglip_min as sm
-from grading import check_close, check_shape, from_reference, loaded, matches
+from grading import check_close, check_shape, from_reference, loaded, matches, randn
 from preprocess import SiglipImageProcessor
 from tokenizer import SiglipTokenizer
 
@@ -23,10 +23,6 @@ PARTS = [("map_head", 3), ("vision_tower", 2), ("text_tower", 2), ("name_map", 3
 
 SHIPPED = Path(sm.__file__).resolve().parent / "checkpoints" / "siglip-tiny-shapes"
 torch.set_num_threads(1)  # tiny models: a second thread only adds waiting (3x slower on a busy 2-core box)
-
-
-def randn(*shape, seed=0, scale=1.0):
-    return torch.randn(*shape, generator=torch.Generator().manual_seed(seed)) * scale
 
 
 def seeded(module, seed, scale=0.2):
